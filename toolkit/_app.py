@@ -1,0 +1,53 @@
+"""``WebSocketApp``: an ASGI app that runs one endpoint function per connection."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import final
+
+from ._plugins import PluginManager
+from ._types import Receive, Scope, Send
+from ._websocket import WebSocket
+
+__all__ = ["WebSocketApp"]
+
+
+@final
+class WebSocketApp:
+    """Wrap ``async def endpoint(websocket)`` as an ASGI app with plugins attached.
+
+    The connection is finished for the endpoint (see :meth:`WebSocket.__aexit__`):
+    ``ws_close`` fires exactly once whether the endpoint returns, raises or is
+    cancelled. Mount it anywhere an ASGI app goes, e.g. Starlette's
+    ``WebSocketRoute("/ws", WebSocketApp(endpoint, plugins=manager))``.
+    HTTP requests get 426 Upgrade Required; lifespan events are acknowledged.
+    """
+
+    __slots__ = ("endpoint", "plugins")
+
+    def __init__(
+        self, endpoint: Callable[[WebSocket], Awaitable[None]], *, plugins: PluginManager | None = None
+    ) -> None:
+        self.endpoint = endpoint
+        self.plugins = plugins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "websocket":
+            async with WebSocket(scope, receive, send, plugins=self.plugins) as websocket:
+                await self.endpoint(websocket)
+        elif kind == "http":
+            body = b"This endpoint speaks WebSocket only."
+            headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+            await send(
+                {"type": "http.response.start", "status": 426, "headers": [*headers, (b"upgrade", b"websocket")]}
+            )
+            await send({"type": "http.response.body", "body": body})
+        elif kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return

@@ -1,0 +1,81 @@
+"""Exceptions raised by the toolkit.
+
+The Starlette-compatible ones keep Starlette's names, bases and attributes so
+``except`` clauses written for Starlette keep working. The message errors carry
+the close code that the close-code policy (docs/close-codes.md) assigns them.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "InvalidJSON",
+    "InvalidUTF8",
+    "MessageError",
+    "PluginValidationError",
+    "UnexpectedFrameType",
+    "WebSocketDenied",
+    "WebSocketDisconnect",
+    "WebSocketDisconnected",
+]
+
+
+class WebSocketDisconnect(Exception):
+    """The connection ended: the client left, the app or a plugin closed it, or a send failed."""
+
+    def __init__(self, code: int = 1000, reason: str | None = None) -> None:
+        super().__init__(code, reason or "")
+        #: The close code; 1005 when the client sent none, 1006 when the peer vanished.
+        self.code = code
+        #: The close reason, ``""`` when there is none.
+        self.reason = reason or ""
+
+
+class WebSocketDenied(WebSocketDisconnect):
+    """The handshake was refused (by a plugin or the failure policy) instead of accepted.
+
+    Raised by :meth:`toolkit.WebSocket.accept`. It subclasses
+    :class:`WebSocketDisconnect`, so handlers that already end on a disconnect
+    also end cleanly on a denial.
+    """
+
+    def __init__(self, status: int) -> None:
+        # 1006: a refused handshake never carried a close frame; browsers report 1006 too.
+        super().__init__(1006, "")
+        #: The HTTP status the client was sent (403 when the server lacks the denial extension).
+        self.status = status
+
+
+class WebSocketDisconnected(RuntimeError):
+    """Raised when attempting to use a WebSocket that is already disconnected."""
+
+
+class MessageError(ValueError):
+    """An inbound message could not be read as asked. ``close_code`` says how to close for it."""
+
+    #: The close code the policy assigns to this error.
+    close_code: ClassVar[int] = 1003
+    #: A short, generic close reason that never contains the input.
+    close_reason: ClassVar[str] = "unsupported data"
+
+
+class UnexpectedFrameType(MessageError, TypeError):
+    """A text frame arrived where bytes were expected, or the reverse."""
+
+
+class InvalidJSON(MessageError):
+    """An inbound message is not valid JSON (NaN and Infinity included)."""
+
+    close_reason = "invalid JSON"
+
+
+class InvalidUTF8(MessageError):
+    """A binary message that had to be read as text is not valid UTF-8."""
+
+    close_code = 1007
+    close_reason = "invalid utf-8"
+
+
+class PluginValidationError(TypeError):
+    """A plugin cannot be registered: unknown hook name, bad signature or async where sync is required."""

@@ -9,7 +9,7 @@ from typing import Any
 import toolkit
 from toolkit import ClosedBy, DenialResponse, Message, Scope
 
-DENIAL_EXTENSION = {"websocket.http.response": {}}
+DENIAL_EXTENSION: dict[str, Any] = {"websocket.http.response": {}}
 
 
 def make_scope(

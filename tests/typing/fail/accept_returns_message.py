@@ -1,0 +1,6 @@
+import toolkit
+
+
+class Bad(toolkit.Plugin):
+    def ws_accept(self, websocket: toolkit.WebSocket, accept: toolkit.Accept) -> str:  # E: override
+        return "no"

@@ -1,0 +1,3 @@
+import toolkit
+
+toolkit.Close("1008", "policy")  # E: arg-type

@@ -1,0 +1,7 @@
+import toolkit
+
+
+async def endpoint(websocket: toolkit.WebSocket) -> None: ...
+
+
+toolkit.WebSocketApp(endpoint, toolkit.PluginManager())  # E: call-arg

@@ -1,0 +1,6 @@
+import toolkit
+
+
+class Bad(toolkit.Plugin):
+    def ws_receive(self, websocket: toolkit.WebSocket, data: str) -> None:  # E: override
+        return None

@@ -22,7 +22,11 @@ def check_close(code: int, reason: str) -> None:
         raise ValueError(f"close code {code!r} may not be sent (RFC 6455 7.4)")
     if not isinstance(reason, str):
         raise TypeError("close reason must be a str")
-    if len(reason) > MAX_REASON_BYTES // 4 and len(reason.encode("utf-8")) > MAX_REASON_BYTES:
+    try:
+        size = len(reason.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: no server can put it in a frame
+        raise ValueError("close reason is not valid Unicode text") from None
+    if size > MAX_REASON_BYTES:
         raise ValueError(f"close reason is longer than {MAX_REASON_BYTES} UTF-8 bytes")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from http.cookies import _unquote
 from typing import Any, NamedTuple, SupportsIndex, final, overload
@@ -12,6 +14,25 @@ from ._types import Scope
 __all__ = ["URL", "Address", "Headers", "QueryParams", "State", "parse_cookies"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+# Starlette's Host check: a header that could change the URL's path or authority is ignored.
+_HOST_RE = re.compile(
+    r"(?:[a-z0-9._~%!$&'()*+,;=-]+|\[(?:(?P<ipv6>[a-f0-9]*:[a-f0-9.:]+)|"
+    r"(?-i:v)[a-f0-9]+\.[a-z0-9._~!$&'()*+,;=:-]+)\])(?::(?P<port>[0-9]+))?",
+    re.IGNORECASE,
+)
+
+
+def _valid_host(host: str) -> bool:
+    match = _HOST_RE.fullmatch(host)
+    if match is None:
+        return False
+    if match["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["ipv6"])
+        except ValueError:
+            return False
+    port = match["port"]
+    return port is None or (len(port.lstrip("0")) <= 5 and int(port) <= 65535)
 
 
 @final
@@ -43,6 +64,8 @@ class URL(str):
             if name == b"host":
                 netloc = value.decode("latin-1")
                 break
+        if netloc and not _valid_host(netloc):
+            netloc = ""
         if not netloc and scope.get("server"):
             host, port = scope["server"]
             if ":" in host and not host.startswith("["):
@@ -265,6 +288,22 @@ class State:
 
     def __delattr__(self, key: str) -> None:
         del self._state[key]
+
+    # Item access and iteration, as Starlette 1.x's State has them.
+    def __getitem__(self, key: str) -> Any:
+        return self._state[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._state[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._state[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._state)
+
+    def __len__(self) -> int:
+        return len(self._state)
 
 
 def parse_cookies(header: str) -> dict[str, str]:

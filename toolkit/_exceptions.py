@@ -7,7 +7,10 @@ the close code that the close-code policy (docs/close-codes.md) assigns them.
 
 from __future__ import annotations
 
+import json
 from typing import ClassVar
+
+from ._compat import DisconnectBase, DisconnectedBase
 
 __all__ = [
     "InvalidJSON",
@@ -21,11 +24,14 @@ __all__ = [
 ]
 
 
-class WebSocketDisconnect(Exception):
-    """The connection ended: the client left, the app or a plugin closed it, or a send failed."""
+class WebSocketDisconnect(DisconnectBase):
+    """The connection ended: the client left, the app or a plugin closed it, or a send failed.
+
+    A subclass of Starlette's ``WebSocketDisconnect`` when Starlette is installed.
+    """
 
     def __init__(self, code: int = 1000, reason: str | None = None) -> None:
-        super().__init__(code, reason or "")
+        Exception.__init__(self, code, reason or "")
         #: The close code; 1005 when the client sent none, 1006 when the peer vanished.
         self.code = code
         #: The close reason, ``""`` when there is none.
@@ -47,8 +53,11 @@ class WebSocketDenied(WebSocketDisconnect):
         self.status = status
 
 
-class WebSocketDisconnected(RuntimeError):
-    """Raised when attempting to use a WebSocket that is already disconnected."""
+class WebSocketDisconnected(DisconnectedBase):
+    """Raised when attempting to use a WebSocket that is already disconnected (a ``RuntimeError``).
+
+    A subclass of Starlette's ``WebSocketDisconnected`` when Starlette is installed.
+    """
 
 
 class MessageError(ValueError):
@@ -64,17 +73,36 @@ class UnexpectedFrameType(MessageError, TypeError):
     """A text frame arrived where bytes were expected, or the reverse."""
 
 
-class InvalidJSON(MessageError):
-    """An inbound message is not valid JSON (NaN and Infinity included)."""
+class InvalidJSON(MessageError, json.JSONDecodeError):
+    """An inbound message is not valid JSON (NaN and Infinity included).
+
+    Also a ``json.JSONDecodeError``, which is what Starlette's ``receive_json`` raises.
+    ``doc`` is left empty: the input never travels with the error.
+    """
 
     close_reason = "invalid JSON"
 
+    def __init__(self, msg: str) -> None:
+        json.JSONDecodeError.__init__(self, msg, "", 0)
 
-class InvalidUTF8(MessageError):
-    """A binary message that had to be read as text is not valid UTF-8."""
+    def __str__(self) -> str:
+        return self.msg
+
+
+class InvalidUTF8(MessageError, UnicodeDecodeError):
+    """A binary message that had to be read as text is not valid UTF-8.
+
+    Also a ``UnicodeDecodeError``, which is what Starlette's ``receive_json(mode="binary")`` raises.
+    """
 
     close_code = 1007
     close_reason = "invalid utf-8"
+
+    def __init__(self, msg: str) -> None:
+        UnicodeDecodeError.__init__(self, "utf-8", b"", 0, 0, msg)
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 class PluginValidationError(TypeError):

@@ -39,7 +39,7 @@ def loads(data: str | bytes) -> Any:
     """
     try:
         return _from_json(data, allow_inf_nan=False)
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: a str holding a lone surrogate
         if isinstance(data, bytes):
             try:
                 data.decode("utf-8")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import types
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast, final
@@ -114,6 +115,14 @@ class _Pluggy(pluggy.PluginManager):
     def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
         opts = super().parse_hookimpl_opts(plugin, name)
         if opts is None and name.startswith("ws_") and callable(getattr(plugin, name, None)):
+            static = inspect.getattr_static(plugin, name)
+            if isinstance(static, types.MemberDescriptorType):  # a __slots__ slot: pluggy reads its value
+                static = getattr(plugin, name)
+            if not isinstance(static, (types.FunctionType, types.MethodType, staticmethod, classmethod)):
+                # pluggy cannot call properties or callable objects; say so instead of failing inside pluggy.
+                plugin_name = getattr(plugin, "__name__", None) or type(plugin).__qualname__
+                problem = f"a hook must be a function or method, not a {type(static).__name__}"
+                raise pluggy.PluginValidationError(plugin, f"plugin {plugin_name!r}, {name}: {problem}")
             opts = cast(pluggy.HookimplOpts, {})  # pluggy fills in the defaults
         return opts
 
@@ -343,7 +352,11 @@ async def _wrapped(chain: Chain, args: tuple[object, ...], inner: Callable[[], A
         result = await inner()
     except BaseException as exc:  # every wrapper must see the failure, cancellation included
         error = exc
-    return _exit(chain.name, started, result, error)
+    try:
+        return _exit(chain.name, started, result, error)
+    finally:
+        if error is not None and not isinstance(error, Exception):
+            raise error  # a wrapper may see a cancellation, never swallow or replace it
 
 
 def _wrapped_sync(chain: Chain, args: tuple[object, ...], inner: Callable[[], Any]) -> Any:
@@ -379,16 +392,20 @@ def _exit(
     error: BaseException | None,
 ) -> Any:
     for impl, gen in reversed(started):
+        # Pluggy style: a wrapper sees the exception the plugin raised, not the HookFailure around it.
+        thrown = error.__cause__ if isinstance(error, HookFailure) and error.__cause__ is not None else error
         try:
-            if error is None:
+            if thrown is None:
                 gen.send(result)
             else:
-                gen.throw(error)
+                gen.throw(thrown)
         except StopIteration as stop:
             result, error = stop.value, None
             continue
         except Exception as exc:
-            if exc is not error and not isinstance(exc, HookFailure):
+            if exc is thrown:
+                continue  # re-raised as it came in: still the failure of the plugin that raised it
+            if not isinstance(exc, HookFailure):
                 error = HookFailure(impl.plugin_name, hook_name, "raised")
                 error.__cause__ = exc
             else:

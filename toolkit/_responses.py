@@ -21,12 +21,12 @@ def _check_header(name: bytes, value: bytes) -> None:
 
 
 def check_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Return the headers as a list, refusing malformed pairs and CR/LF (response splitting)."""
+    """Return the headers as a list with lower-cased names (as ASGI requires), refusing malformed pairs and CR/LF."""
     checked = []
     for pair in headers:
         name, value = pair
         _check_header(name, value)
-        checked.append((name, value))
+        checked.append((name.lower(), value))
     return checked
 
 

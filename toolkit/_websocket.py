@@ -102,6 +102,7 @@ class WebSocket(Mapping[str, Any]):
         self._receiving = False
         self._ended = False
         self._response_parts: list[Message] | None = None
+        self._denial_status = 403  # the HTTP status a denial showed the client (403: a close before accept)
 
     # --- the scope, read-only -----------------------------------------------------------------
 
@@ -349,6 +350,7 @@ class WebSocket(Mapping[str, Any]):
                 check_close(message.get("code", 1000), message.get("reason") or "")
                 await self._deny(None, ClosedBy.APP, message)
             elif message_type == "websocket.http.response.start":
+                self._denial_status = message["status"]
                 self.application_state = _RESPONSE
                 if self._denial_chain is None:
                     await self._send(message)
@@ -385,8 +387,12 @@ class WebSocket(Mapping[str, Any]):
                 outcome = await run_accept(chain, self, accept)
             except HookFailure as failure:
                 log_hook_failure(failure)
+                if self.application_state is not _CONNECTING:  # a hook already closed or denied: send nothing more
+                    raise WebSocketDenied(self._denial_status) from None
                 status = await self._deny(DenialResponse.for_status(500), ClosedBy.PLUGIN)
                 raise WebSocketDenied(status) from None
+            if self.application_state is not _CONNECTING:  # a hook closed or denied by itself: never accept
+                raise WebSocketDenied(self._denial_status)
             if isinstance(outcome, DenialResponse):
                 status = await self._deny(outcome, ClosedBy.PLUGIN)
                 raise WebSocketDenied(status)
@@ -428,6 +434,7 @@ class WebSocket(Mapping[str, Any]):
                 await self._send(close or {"type": "websocket.close", "code": 1000, "reason": ""})
         except OSError:
             pass  # the client left mid-handshake; the denial stands either way
+        self._denial_status = status
         self._end(1006, "", closed_by)
         return status
 
@@ -452,6 +459,7 @@ class WebSocket(Mapping[str, Any]):
                     },
                     {"type": "websocket.http.response.body", "body": adjusted.body, "more_body": False},
                 ]
+        self._denial_status = parts[0]["status"]
         try:
             for part in parts:
                 await self._send(part)
@@ -593,6 +601,13 @@ class WebSocket(Mapping[str, Any]):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
+        """Finish the connection for the app (see :meth:`_finish`); ``ws_close`` fires even if cancelled meanwhile."""
+        try:
+            return await self._finish(exc)
+        finally:
+            self._end(1006, "", ClosedBy.SERVER)  # no-op unless cancelled (or failed) before anything ended it
+
+    async def _finish(self, exc: BaseException | None) -> bool:
         """Finish the connection for the app.
 
         Returned normally: close with 1000 (or deny, if never accepted).
@@ -602,7 +617,11 @@ class WebSocket(Mapping[str, Any]):
         """
         if exc is None or isinstance(exc, WebSocketDisconnect):
             if self.application_state is _CONNECTED and self.client_state is not _DISCONNECTED:
-                code = exc.code if isinstance(exc, WebSocketDisconnect) and exc.code not in (1005, 1006) else 1000
+                code = 1000
+                if isinstance(exc, WebSocketDisconnect):
+                    with contextlib.suppress(ValueError):  # never send a code that may not be sent
+                        check_close(exc.code, "")
+                        code = exc.code
                 await self._close_quietly(code, "", ClosedBy.APP)
             elif self.application_state is _CONNECTING:
                 await self._deny(None, ClosedBy.APP)

@@ -282,30 +282,31 @@ def run_message_sync(chain: Chain, websocket: WebSocket, data: str | bytes) -> s
 
 async def run_message(chain: Chain, websocket: WebSocket, data: str | bytes) -> str | bytes | Drop | Close:
     """Run a ``ws_receive``/``ws_send`` chain that has async implementations or wrappers."""
-
-    async def inner() -> str | bytes | Drop | Close:
-        current: str | bytes = data
-        for impl in chain.impls:
-            try:
-                result = impl.call(websocket, current)
-                if impl.is_async:
-                    result = await result
-            except Exception as exc:
-                raise HookFailure(impl.plugin_name, chain.name, "raised") from exc
-            if result is None:
-                continue
-            if isinstance(result, (str, bytes)):
-                current = result
-            elif result is DROP or isinstance(result, Close):
-                return result
-            else:
-                raise _bad_result(impl, chain.name, result)
-        return current
-
-    outcome = await _wrapped(chain, (websocket, data), inner)
+    if not chain.wrappers:  # the common async case: no closure, no wrapper machinery
+        return await _message_impls(chain, websocket, data)
+    outcome = await _wrapped(chain, (websocket, data), lambda: _message_impls(chain, websocket, data))
     if not (isinstance(outcome, (str, bytes, Close)) or outcome is DROP):
         raise HookFailure(chain.wrappers[0].plugin_name, chain.name, "a wrapper returned an unsupported result")
     return outcome
+
+
+async def _message_impls(chain: Chain, websocket: WebSocket, data: str | bytes) -> str | bytes | Drop | Close:
+    for impl in chain.impls:
+        try:
+            result = impl.call(websocket, data)
+            if impl.is_async:
+                result = await result
+        except Exception as exc:
+            raise HookFailure(impl.plugin_name, chain.name, "raised") from exc
+        if result is None:
+            continue
+        if isinstance(result, (str, bytes)):
+            data = result
+        elif result is DROP or isinstance(result, Close):
+            return result
+        else:
+            raise _bad_result(impl, chain.name, result)
+    return data
 
 
 async def run_accept(chain: Chain, websocket: WebSocket, accept: Accept) -> Accept | DenialResponse:

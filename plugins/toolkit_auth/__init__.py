@@ -1,3 +1,29 @@
-"""toolkit_auth: a first-party ws-toolkit plugin (work in progress)."""
+"""Authentication for ws-toolkit: an Origin allow-list and a credential gate.
 
-__all__: list[str] = []
+``OriginGate`` refuses handshakes from pages on other sites (cross-site WebSocket
+hijacking). ``AuthGate`` verifies a credential from the handshake, puts the
+principal in ``websocket.user``, and can authorize each message and close when the
+credential expires. See docs/auth.md.
+"""
+
+from ._credentials import AuthInfo, Credential, StaticTokens
+from ._gate import FORBIDDEN_ERROR, AuthCallbackError, AuthGate, OnRefused
+from ._origin import OriginGate
+from ._sources import Bearer, Cookie, MalformedCredential, Query, Source, Subprotocol
+
+__all__ = [
+    "FORBIDDEN_ERROR",
+    "AuthCallbackError",
+    "AuthGate",
+    "AuthInfo",
+    "Bearer",
+    "Cookie",
+    "Credential",
+    "MalformedCredential",
+    "OnRefused",
+    "OriginGate",
+    "Query",
+    "Source",
+    "StaticTokens",
+    "Subprotocol",
+]

@@ -1,3 +1,12 @@
-"""toolkit_limits: a first-party ws-toolkit plugin (work in progress)."""
+"""Limits for ws-toolkit: message size, message rate, concurrent connections.
 
-__all__: list[str] = []
+Each limit is a plugin; register the ones you need (docs/limits.md)::
+
+    plugins = toolkit.PluginManager(
+        MessageSizeLimit(64 * 1024), RateLimit(20, burst=40), ConnectionLimit(max_per_key=10)
+    )
+"""
+
+from ._limits import ConnectionLimit, MessageSizeLimit, OutboundSizeLimit, RateLimit, client_host
+
+__all__ = ["ConnectionLimit", "MessageSizeLimit", "OutboundSizeLimit", "RateLimit", "client_host"]

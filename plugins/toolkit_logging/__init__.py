@@ -1,3 +1,10 @@
-"""toolkit_logging: a first-party ws-toolkit plugin (work in progress)."""
+"""toolkit_logging: connection and message logging for ws-toolkit, on stdlib ``logging``.
 
-__all__: list[str] = []
+One INFO record when a connection opens and one when it ends, with structured ``ws_*`` fields;
+per-message records at DEBUG. Credentials are redacted and control characters escaped.
+See docs/logging.md.
+"""
+
+from ._logger import DEFAULT_REDACT_HEADERS, DEFAULT_REDACT_KEYS, REDACTED, ConnectionLogger
+
+__all__ = ["DEFAULT_REDACT_HEADERS", "DEFAULT_REDACT_KEYS", "REDACTED", "ConnectionLogger"]

@@ -1,0 +1,27 @@
+from typing import Literal
+
+from pydantic import BaseModel
+from toolkit_messages import Messages
+
+from toolkit import WebSocket
+
+
+class Chat(BaseModel):
+    type: Literal["chat"]
+    text: str
+
+
+class Said(BaseModel):
+    type: Literal["said"]
+    text: str
+
+
+messages = Messages(Chat, Said)
+
+
+async def endpoint(websocket: WebSocket) -> None:
+    channel = messages.channel(websocket)
+    message = await channel.receive()
+    await channel.send(message)  # E: arg-type
+    said: Said = await channel.receive()  # E: assignment
+    message.room  # E: attr-defined

@@ -191,6 +191,7 @@ async def test_subprotocol_token_authenticates_and_is_never_echoed(live: Live) -
     assert chosen == ["chat.v1", "<token>", "chat.v1"]  # the last one was denied at accept()
 
 
+@pytest.mark.logs_credentials
 async def test_query_token_works_but_lands_in_the_access_log(live: Live) -> None:
     url = live.serve(WebSocketApp(whoami, plugins=PluginManager(gate(sources=[Query("token")]))))
     async with asyncio.timeout(TEST_TIMEOUT), client(f"{url}?token={ALICE_TOKEN}") as conn:

@@ -6,6 +6,17 @@ Everything public is importable from here; the underscored modules are private.
 from ._app import WebSocketApp
 from ._close import MAX_REASON_BYTES, Close
 from ._datastructures import URL, Address, Headers, QueryParams, State
+from ._discovery import (
+    DISABLE_AUTOLOAD_ENV,
+    ENTRY_POINT_GROUP,
+    SKIP_PLUGINS_ENV,
+    PluginEntryPoint,
+    PluginLoadError,
+    PluginLoadWarning,
+    PluginStatus,
+    find_plugins,
+    load_plugins,
+)
 from ._exceptions import (
     InvalidJSON,
     InvalidUTF8,
@@ -27,14 +38,18 @@ from ._hookspecs import (
     Plugin,
     hookimpl,
 )
+from ._middleware import ToolkitMiddleware
 from ._plugins import PluginManager
 from ._responses import DenialResponse, WebSocketClose
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from ._websocket import WebSocket, WebSocketState
 
 __all__ = [
+    "DISABLE_AUTOLOAD_ENV",
     "DROP",
+    "ENTRY_POINT_GROUP",
     "MAX_REASON_BYTES",
+    "SKIP_PLUGINS_ENV",
     "URL",
     "ASGIApp",
     "Accept",
@@ -52,13 +67,18 @@ __all__ = [
     "MessageError",
     "MessageResult",
     "Plugin",
+    "PluginEntryPoint",
+    "PluginLoadError",
+    "PluginLoadWarning",
     "PluginManager",
+    "PluginStatus",
     "PluginValidationError",
     "QueryParams",
     "Receive",
     "Scope",
     "Send",
     "State",
+    "ToolkitMiddleware",
     "UnexpectedFrameType",
     "WebSocket",
     "WebSocketApp",
@@ -67,5 +87,7 @@ __all__ = [
     "WebSocketDisconnect",
     "WebSocketDisconnected",
     "WebSocketState",
+    "find_plugins",
     "hookimpl",
+    "load_plugins",
 ]

@@ -56,6 +56,8 @@ _RESPONSE: Final = WebSocketState.RESPONSE
 
 _INTERNAL_ERROR: Final = (1011, "internal error")
 _DENIAL_EXTENSION: Final = "websocket.http.response"
+#: Scope key: the plugin managers whose hooks a ``ToolkitMiddleware`` already runs on this connection.
+RUNNING_PLUGINS: Final = "toolkit.plugins"
 
 
 async def _no_receive() -> NoReturn:
@@ -93,7 +95,10 @@ class WebSocket(Mapping[str, Any]):
         self.application_state = _CONNECTING
         #: The plugin manager this connection runs, or None.
         self.plugins = plugins
-        chains = NO_CHAINS if plugins is None else plugins.chains
+        if plugins is None or plugins in scope.get(RUNNING_PLUGINS, ()):
+            chains = NO_CHAINS  # none, or an enclosing ToolkitMiddleware runs this manager's hooks: once each
+        else:
+            chains = plugins.chains
         self._accept_chain = chains.accept
         self._receive_chain = chains.receive
         self._send_chain = chains.send
@@ -226,7 +231,7 @@ class WebSocket(Mapping[str, Any]):
             message_type = message["type"]
             if message_type == "websocket.receive":
                 chain = self._receive_chain
-                if chain is None:
+                if chain is None or self._ended:  # after ws_close no hook runs: the app is only draining
                     return message
                 data = message.get("text")
                 if data is None:
@@ -305,8 +310,8 @@ class WebSocket(Mapping[str, Any]):
                     result = run_message_sync(chain, self, data) if chain.sync else await run_message(chain, self, data)
                 except HookFailure as failure:
                     log_hook_failure(failure)
-                    await self._plugin_closed(*_INTERNAL_ERROR)
-                    raise WebSocketDisconnect(*_INTERNAL_ERROR) from None
+                    closed = await self._plugin_closed(*_INTERNAL_ERROR)  # what ws_close saw (1006 if it failed)
+                    raise WebSocketDisconnect(closed["code"], closed["reason"]) from None
                 if self.application_state is not _CONNECTED:  # a hook closed the connection itself
                     raise WebSocketDisconnect(self._close_code, self._close_reason)
                 if result is not data:
@@ -317,8 +322,8 @@ class WebSocket(Mapping[str, Any]):
                     elif result is DROP:
                         return None
                     else:
-                        await self._plugin_closed(result.code, result.reason)
-                        raise WebSocketDisconnect(result.code, result.reason)
+                        closed = await self._plugin_closed(result.code, result.reason)
+                        raise WebSocketDisconnect(closed["code"], closed["reason"])
             try:
                 await self._send(message)
             except OSError:

@@ -1,0 +1,47 @@
+"""A small chat built with ws-toolkit and every first-party plugin: run ``python -m toolkit_demo``.
+
+The page (plain HTML, JS and CSS in ``static/``) joins a room over a WebSocket that
+authenticates with a token offered as a subprotocol, checks the Origin, validates
+typed messages, limits message size and rate, and logs each connection.
+See docs/demo.md. Needs the ``demo`` extra: ``pip install 'ws-toolkit[demo]'``.
+"""
+
+from ._app import MAX_MESSAGE_BYTES, NAMES, STATIC, TOKEN_PREFIX, create_app, demo_tokens, local_origins
+from ._chat import (
+    MAX_TEXT,
+    SUBPROTOCOL,
+    Chat,
+    Inbound,
+    Join,
+    Joined,
+    Left,
+    Member,
+    Outbound,
+    Room,
+    Said,
+    Say,
+    chat_messages,
+)
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "MAX_TEXT",
+    "NAMES",
+    "STATIC",
+    "SUBPROTOCOL",
+    "TOKEN_PREFIX",
+    "Chat",
+    "Inbound",
+    "Join",
+    "Joined",
+    "Left",
+    "Member",
+    "Outbound",
+    "Room",
+    "Said",
+    "Say",
+    "chat_messages",
+    "create_app",
+    "demo_tokens",
+    "local_origins",
+]

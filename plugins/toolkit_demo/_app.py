@@ -1,0 +1,95 @@
+"""The demo's ASGI app: the page, its static files, and the chat endpoint with every first-party plugin."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Final
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from toolkit_auth import AuthGate, OriginGate, StaticTokens, Subprotocol
+from toolkit_limits import MessageSizeLimit, RateLimit
+from toolkit_logging import ConnectionLogger
+
+from toolkit import PluginManager, WebSocketApp
+
+from ._chat import Chat, Room, chat_messages
+
+__all__ = ["MAX_MESSAGE_BYTES", "NAMES", "STATIC", "TOKEN_PREFIX", "create_app", "demo_tokens", "local_origins"]
+
+#: The page, its script and its style sheet, shipped in the package.
+STATIC: Final = Path(__file__).parent / "static"
+#: The people the demo has tokens for.
+NAMES: Final = ("alice", "bob", "carol")
+#: Inbound messages over this many UTF-8 bytes close the connection (1009) before anything parses them.
+MAX_MESSAGE_BYTES: Final = 4096
+#: The prefix of the subprotocol that carries the token: the page offers ``["chat.v1", "bearer.<token>"]``.
+TOKEN_PREFIX: Final = "bearer."  # noqa: S105 - a prefix, not a secret
+
+# The page may talk only to this server, and nothing may frame it.
+_PAGE_HEADERS: Final = {
+    "content-security-policy": (
+        "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+
+
+def demo_tokens(names: Iterable[str] = NAMES) -> dict[str, str]:
+    """A fresh random token for each name: ``{token: name}``. URL-safe, so it fits in a subprotocol."""
+    return {secrets.token_urlsafe(12): name for name in names}
+
+
+def local_origins(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The origins the page is served from: ``http://127.0.0.1:PORT``, ``http://localhost:PORT``, and ``host``'s."""
+    origins = [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+    if host not in ("127.0.0.1", "localhost", "0.0.0.0", "::", ""):  # noqa: S104 - a wildcard is not an origin
+        origin = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        origins.append(origin)
+    return origins
+
+
+def create_app(
+    tokens: Mapping[str, str],
+    origins: Iterable[str],
+    *,
+    rate: float = 5.0,
+    burst: int = 10,
+    queue_size: int = 64,
+) -> Starlette:
+    """The demo app: ``/`` the page, ``/static/...`` its files, ``/ws`` the chat.
+
+    ``tokens`` maps each token to the name of the person it lets in (see :func:`demo_tokens`);
+    ``origins`` lists the pages allowed to connect (see :func:`local_origins`). Each connection
+    may send ``burst`` messages at once, then ``rate`` per second, and may fall ``queue_size``
+    messages behind before it is disconnected.
+    """
+    auth = AuthGate(StaticTokens(dict(tokens)), sources=[Subprotocol(TOKEN_PREFIX)])
+    plugins = PluginManager(
+        chat_messages,  # trylast: validates what the endpoint gets, after the limits
+        MessageSizeLimit(MAX_MESSAGE_BYTES),
+        RateLimit(rate, burst),
+        auth,
+        OriginGate(origins),  # registered after the gate, so it runs first
+        ConnectionLogger(),  # registered last, so it logs what crosses the wire
+    )
+    chat = WebSocketApp(Chat(Room(queue_size), auth), plugins=plugins)
+    return Starlette(
+        routes=[
+            Route("/", _page),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+            WebSocketRoute("/ws", chat),
+        ]
+    )
+
+
+async def _page(request: Request) -> FileResponse:
+    return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)

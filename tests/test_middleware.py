@@ -1,0 +1,815 @@
+"""``ToolkitMiddleware`` over the in-memory transport (each test runs on asyncio and trio).
+
+The inner apps use Starlette's own ``WebSocket`` class, or raw ASGI, as apps of any framework do.
+Each test asserts the ASGI messages that reach the server, what the app saw and raised, and what
+every plugin saw, ``ws_close`` above all: exactly once per connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import types
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import pytest
+import starlette.websockets as sw
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import toolkit
+from tests.support import DENIAL_EXTENSION, Recorder, Transport, binary, connect, disconnect, make_scope, text
+from tests.test_starlette_compat import FIRST, INCOMING, NORMAL_PATHS, OPERATIONS, Endpoint, Outcome, apply, outcome
+from toolkit import (
+    ASGIApp,
+    Close,
+    ClosedBy,
+    DenialResponse,
+    Message,
+    PluginManager,
+    Receive,
+    Scope,
+    Send,
+    ToolkitMiddleware,
+    WebSocket,
+    WebSocketApp,
+    WebSocketDenied,
+    WebSocketDisconnect,
+)
+
+pytestmark = pytest.mark.anyio
+
+ACCEPTED: Final[Message] = {"type": "websocket.accept", "subprotocol": None, "headers": []}
+#: The scope key through which the middleware tells an inner WebSocket that its hooks already run.
+RUNNING: Final = "toolkit.plugins"
+
+
+def close_message(code: int = 1000, reason: str = "") -> Message:
+    return {"type": "websocket.close", "code": code, "reason": reason}
+
+
+def denial_messages(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> list[Message]:
+    """The two messages a plugin's DenialResponse becomes through the "websocket.http.response" extension."""
+    raw = [*headers, (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    return [
+        {"type": "websocket.http.response.start", "status": status, "headers": raw},
+        {"type": "websocket.http.response.body", "body": body, "more_body": False},
+    ]
+
+
+def on_starlette(endpoint: Callable[[sw.WebSocket], Awaitable[object]]) -> ASGIApp:
+    """A raw ASGI app running ``endpoint`` on Starlette's own WebSocket, as a Starlette route does."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await endpoint(sw.WebSocket(scope, receive, send))
+
+    return app
+
+
+async def serve(app: ASGIApp, *incoming: Message, extensions: dict[str, Any] | None = None) -> Transport:
+    transport = Transport(list(incoming))
+    await app(make_scope(extensions=extensions), transport.receive, transport.send)
+    return transport
+
+
+# --- plugins ----------------------------------------------------------------------------------------
+
+
+class Mark(toolkit.Plugin):
+    """Appends ``suffix`` to text both ways: applied twice, it shows twice."""
+
+    def __init__(self, suffix: str = "!") -> None:
+        self.suffix = suffix
+
+    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> str | None:
+        return data + self.suffix if isinstance(data, str) else None
+
+    def ws_send(self, websocket: WebSocket, data: str | bytes) -> str | None:
+        return data + self.suffix if isinstance(data, str) else None
+
+
+class Gate(toolkit.Plugin):
+    """Denies every handshake with 401."""
+
+    def ws_accept(self, websocket: WebSocket, accept: toolkit.Accept) -> DenialResponse:
+        return DenialResponse(401, "who are you?", headers=((b"www-authenticate", b"Bearer"),))
+
+
+GATE_DENIAL: Final = denial_messages(401, b"who are you?", [(b"www-authenticate", b"Bearer")])
+
+
+class CloseOnCue(toolkit.Plugin):
+    """Closes when the client sends "plugin" (4100) or the app sends "leak" (4200)."""
+
+    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Close | None:
+        return Close(4100, "plugin cue") if data == "plugin" else None
+
+    def ws_send(self, websocket: WebSocket, data: str | bytes) -> Close | None:
+        return Close(4200, "send cue") if data == "leak" else None
+
+
+class Fragile(toolkit.Plugin):
+    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None:
+        raise LookupError("plugin bug")
+
+
+# --- HTTP, lifespan and no plugins: the app is called as it is -----------------------------------------
+
+
+class Spy:
+    """An ASGI app that records exactly what it was called with."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Scope, Receive, Send]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.calls.append((scope, receive, send))
+
+
+@pytest.mark.parametrize("kind", ["http", "lifespan"])
+async def test_http_and_lifespan_pass_through_untouched(kind: str) -> None:
+    recorder = Recorder()
+    spy = Spy()
+    scope: Scope = {"type": kind, "asgi": {"version": "3.0"}, "extensions": {"http.response.trailers": {}}}
+    snapshot = dict(scope)
+    transport = Transport()
+    await ToolkitMiddleware(spy, plugins=PluginManager(recorder))(scope, transport.receive, transport.send)
+    [(seen_scope, seen_receive, seen_send)] = spy.calls
+    assert seen_scope is scope
+    assert seen_scope == snapshot  # nothing added, nothing removed
+    assert seen_receive == transport.receive
+    assert seen_send == transport.send
+    assert recorder.calls == []
+
+
+async def test_without_plugins_the_app_gets_the_servers_own_channels() -> None:
+    spy = Spy()
+    manager = PluginManager(Recorder())
+    manager.unregister(manager.list_name_plugin()[0][1])  # emptied: chains rebuilt, all None
+    for plugins in (PluginManager(), manager):
+        scope = make_scope(extensions=DENIAL_EXTENSION)
+        snapshot = dict(scope)
+        transport = Transport()
+        await ToolkitMiddleware(spy, plugins=plugins)(scope, transport.receive, transport.send)
+        seen_scope, seen_receive, seen_send = spy.calls[-1]
+        assert seen_scope is scope
+        assert seen_scope == snapshot  # no marker: no hook runs, so none can run twice
+        assert (seen_receive, seen_send) == (transport.receive, transport.send)
+
+
+async def test_with_plugins_the_app_gets_the_servers_scope_marked() -> None:
+    spy = Spy()
+    plugins = PluginManager(Recorder())
+    scope = make_scope(extensions=DENIAL_EXTENSION)
+    transport = Transport([connect()])
+    await ToolkitMiddleware(spy, plugins=plugins)(scope, transport.receive, transport.send)
+    [(seen_scope, seen_receive, seen_send)] = spy.calls
+    assert seen_scope is scope  # what plugins put in the scope (websocket.user) is what the app reads
+    assert seen_scope["extensions"] == DENIAL_EXTENSION
+    assert seen_scope[RUNNING] == (plugins,)
+    assert (seen_receive, seen_send) != (transport.receive, transport.send)
+
+
+Trace = tuple[list[Outcome], list[Message], list[Message]]
+
+
+async def run_script(
+    first: Message, incoming: list[Message], operations: list[tuple[Any, ...]], extensions: dict[str, Any], wrap: Any
+) -> Trace:
+    """Run random operations on Starlette's WebSocket inside ``wrap(app)``; what the app and the server saw."""
+    transport = Transport([dict(m) for m in (first, *incoming)])
+    outcomes: list[Outcome] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        websocket = sw.WebSocket(scope, receive, send)
+        for op in operations:
+            if op[0] == "fail_sends":
+                transport.send_error = OSError("gone")
+                continue
+            outcomes.append(await outcome(partial(apply, websocket, op)))
+
+    await wrap(app)(make_scope(extensions=extensions), transport.receive, transport.send)
+    return outcomes, transport.sent, transport.incoming
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    first=FIRST,
+    incoming=st.lists(INCOMING, max_size=6),
+    operations=st.lists(OPERATIONS, min_size=1, max_size=10),
+    with_extension=st.booleans(),
+    emptied=st.booleans(),
+)
+async def test_without_plugins_random_sessions_are_byte_for_byte_the_same(
+    first: Message, incoming: list[Message], operations: list[tuple[Any, ...]], with_extension: bool, emptied: bool
+) -> None:
+    plugins = PluginManager()
+    if emptied:  # a manager whose plugins were all unregistered is as empty as a new one
+        recorder = Recorder()
+        plugins.register(recorder)
+        plugins.unregister(recorder)
+    extensions = DENIAL_EXTENSION if with_extension else {}
+    direct = await run_script(first, incoming, operations, extensions, lambda app: app)
+    wrapped = await run_script(
+        first, incoming, operations, extensions, lambda app: ToolkitMiddleware(app, plugins=plugins)
+    )
+    assert wrapped == direct
+
+
+def endpoint_app(endpoint: Endpoint, outcomes: list[Outcome]) -> ASGIApp:
+    async def run(websocket: sw.WebSocket) -> None:
+        outcomes.append(await outcome(partial(endpoint, websocket)))
+
+    return on_starlette(run)
+
+
+@pytest.mark.parametrize(("endpoint", "incoming", "extensions", "expected"), NORMAL_PATHS)
+async def test_starlette_endpoints_without_plugins_run_as_unwrapped(
+    endpoint: Endpoint, incoming: list[Message], extensions: dict[str, Any] | None, expected: str
+) -> None:
+    traces = []
+    for plugins in (None, PluginManager()):
+        outcomes: list[Outcome] = []
+        app = endpoint_app(endpoint, outcomes)
+        transport = await serve(
+            app if plugins is None else ToolkitMiddleware(app, plugins=plugins), *incoming, extensions=extensions
+        )
+        traces.append((outcomes, transport.sent, transport.incoming))
+    assert traces[1] == traces[0]
+    [first_outcome] = traces[0][0]
+    assert first_outcome[0] == "return" if expected == "return" else first_outcome[:2] == ("raise", expected)
+
+
+RETURNING_PATHS = [p for p in NORMAL_PATHS if p.values[3] == "return"]
+
+
+@pytest.mark.parametrize(("endpoint", "incoming", "extensions", "expected"), RETURNING_PATHS)
+async def test_observer_plugins_change_nothing_for_starlette_endpoints(
+    endpoint: Endpoint, incoming: list[Message], extensions: dict[str, Any] | None, expected: str
+) -> None:
+    direct: list[Outcome] = []
+    plain = await serve(endpoint_app(endpoint, direct), *incoming, extensions=extensions)
+    recorder = Recorder()
+    observed: list[Outcome] = []
+    wrapped = ToolkitMiddleware(endpoint_app(endpoint, observed), plugins=PluginManager(recorder))
+    transport = await serve(wrapped, *incoming, extensions=extensions)
+    assert observed == direct
+    assert transport.sent == plain.sent
+    assert len(recorder.closes()) == 1
+    sent_data = [m for m in plain.sent if m["type"] == "websocket.send"]
+    assert recorder.names().count("ws_send") == len(sent_data)
+
+
+# --- random well-behaved sessions under an observer --------------------------------------------------
+
+SENDABLE_CLOSES = st.tuples(st.sampled_from([1000, 1001, 1008, 3000, 4999]), st.sampled_from(["", "bye", "é" * 40]))
+APP_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("send_text"), st.text(max_size=4)),
+        st.tuples(st.just("send_bytes"), st.binary(max_size=4)),
+        st.tuples(st.just("receive")),
+    ),
+    max_size=8,
+)
+DATA = st.one_of(st.text(max_size=4).map(text), st.binary(max_size=4).map(binary))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    subprotocol=st.sampled_from([None, "chat"]),
+    steps=APP_STEPS,
+    ending=st.one_of(st.none(), SENDABLE_CLOSES),
+    data=st.lists(DATA, max_size=8),
+    client_close=st.one_of(st.none(), st.tuples(st.sampled_from([1000, 1001, 4000, None]), st.just("later"))),
+)
+async def test_observer_plugins_change_nothing_on_random_sessions(
+    subprotocol: str | None,
+    steps: list[tuple[Any, ...]],
+    ending: tuple[int, str] | None,
+    data: list[Message],
+    client_close: tuple[int | None, str] | None,
+) -> None:
+    receives = sum(1 for step in steps if step[0] == "receive")
+    if client_close is None:  # the client stays: it sends at least what the app reads (Transport never waits)
+        data = [*data, *[text("more")] * (receives - len(data))]
+    incoming = [connect(), *data]
+    if client_close is not None:
+        incoming.append(disconnect(*client_close))
+
+    async def session(websocket: sw.WebSocket, seen: list[Message]) -> None:
+        await websocket.accept(subprotocol=subprotocol)
+        for name, *args in steps:
+            if name == "receive":
+                message = await websocket.receive()
+                seen.append(message)
+                if message["type"] == "websocket.disconnect":
+                    return  # the client left
+            else:
+                await getattr(websocket, name)(*args)
+        if ending is not None:
+            await websocket.close(*ending)
+
+    direct_seen: list[Message] = []
+    direct = await serve(on_starlette(partial(session, seen=direct_seen)), *incoming)
+    recorder = Recorder()
+    seen: list[Message] = []
+    wrapped = ToolkitMiddleware(on_starlette(partial(session, seen=seen)), plugins=PluginManager(recorder))
+    transport = await serve(wrapped, *incoming)
+
+    left = bool(direct_seen) and direct_seen[-1]["type"] == "websocket.disconnect"
+    if left and "code" not in direct_seen[-1]:  # a codeless close: the toolkit reports 1005 (RFC 6455 7.1.5)
+        assert seen == [*direct_seen[:-1], {**direct_seen[-1], "code": 1005}]
+    else:
+        assert seen == direct_seen
+    # The server saw the same messages; an app that leaves the connection open is closed for it (1000).
+    finished = [] if left or ending is not None else [close_message()]
+    assert transport.sent == [*direct.sent, *finished]
+    sends = [m for m in direct.sent if m["type"] == "websocket.send"]
+    received = [m for m in seen if m["type"] == "websocket.receive"]
+    assert recorder.names().count("ws_accept") == 1
+    assert recorder.names().count("ws_send") == len(sends)
+    assert recorder.names().count("ws_receive") == len(received)
+    if left:
+        code = seen[-1]["code"]
+        expected = (code, seen[-1].get("reason", ""), ClosedBy.CLIENT)
+    elif ending is not None:
+        expected = (*ending, ClosedBy.APP)
+    else:
+        expected = (1000, "", ClosedBy.APP)
+    assert recorder.closes() == [expected]
+
+
+# --- hooks around a Starlette WebSocket ---------------------------------------------------------------
+
+
+async def test_hooks_see_change_and_report_a_starlette_apps_messages() -> None:
+    recorder = Recorder()
+    seen: list[str] = []
+
+    async def echo(websocket: sw.WebSocket) -> None:
+        await websocket.accept(subprotocol="chat")
+        try:
+            while True:
+                message = await websocket.receive_text()
+                seen.append(message)
+                await websocket.send_text(message)
+        except sw.WebSocketDisconnect:
+            pass
+
+    app = ToolkitMiddleware(on_starlette(echo), plugins=PluginManager(recorder, Mark()))
+    transport = await serve(app, connect(), text("hi"), text("there"), disconnect(4000, "bye"))
+    assert seen == ["hi!", "there!"]
+    assert transport.sent == [
+        {**ACCEPTED, "subprotocol": "chat"},
+        {"type": "websocket.send", "text": "hi!!"},
+        {"type": "websocket.send", "text": "there!!"},
+    ]
+    assert recorder.names() == ["ws_accept", "ws_receive", "ws_send", "ws_receive", "ws_send", "ws_close"]
+    assert recorder.closes() == [(4000, "bye", ClosedBy.CLIENT)]
+
+
+async def test_an_app_returning_without_closing_is_closed_with_1000() -> None:
+    recorder = Recorder()
+
+    async def endpoint(websocket: sw.WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("bye")
+
+    transport = await serve(ToolkitMiddleware(on_starlette(endpoint), plugins=PluginManager(recorder)), connect())
+    assert transport.sent == [ACCEPTED, {"type": "websocket.send", "text": "bye"}, close_message()]
+    assert recorder.closes() == [(1000, "", ClosedBy.APP)]
+
+
+async def test_an_app_returning_without_accepting_is_denied_with_403() -> None:
+    recorder = Recorder()
+
+    async def endpoint(websocket: sw.WebSocket) -> None:
+        await websocket.receive()
+
+    app = ToolkitMiddleware(on_starlette(endpoint), plugins=PluginManager(recorder))
+    transport = await serve(app, connect(), extensions=DENIAL_EXTENSION)
+    assert transport.sent == [close_message()]  # a close before accept: the client sees 403
+    assert recorder.names() == ["ws_denial", "ws_close"]
+    assert recorder.closes() == [(1006, "", ClosedBy.APP)]
+
+
+async def test_an_app_raising_is_closed_with_1011_and_the_error_reaches_the_server() -> None:
+    recorder = Recorder()
+
+    async def endpoint(websocket: sw.WebSocket) -> None:
+        await websocket.accept()
+        raise LookupError("app bug")
+
+    transport = Transport([connect()])
+    app = ToolkitMiddleware(on_starlette(endpoint), plugins=PluginManager(recorder))
+    with pytest.raises(LookupError, match="app bug"):
+        await app(make_scope(), transport.receive, transport.send)
+    assert transport.sent == [ACCEPTED, close_message(1011, "internal error")]
+    assert recorder.closes() == [(1011, "internal error", ClosedBy.SERVER)]
+
+
+async def test_a_cancelled_app_reports_1006_once() -> None:
+    recorder = Recorder()
+    accepted = anyio.Event()
+
+    async def endpoint(websocket: sw.WebSocket) -> None:
+        await websocket.accept()
+        accepted.set()
+        await anyio.sleep_forever()
+
+    app = ToolkitMiddleware(on_starlette(endpoint), plugins=PluginManager(recorder))
+    transport = Transport([connect()])
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(app, make_scope(), transport.receive, transport.send)
+            await accepted.wait()
+            tg.cancel_scope.cancel()
+    assert transport.sent == [ACCEPTED]  # nothing can be sent while cancelled
+    assert recorder.closes() == [(1006, "", ClosedBy.SERVER)]
+
+
+# --- when a plugin denies -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extensions", [DENIAL_EXTENSION, {}], ids=["extension", "no-extension"])
+async def test_a_denial_raises_websocket_denied_in_the_apps_accept(extensions: dict[str, Any]) -> None:
+    recorder = Recorder()
+    raised: list[BaseException] = []
+    after: list[tuple[str, BaseException | None]] = []
+
+    async def endpoint(websocket: sw.WebSocket) -> None:
+        try:
+            await websocket.accept()
+        except sw.WebSocketDisconnect as exc:  # Starlette's except clause catches the toolkit's denial
+            raised.append(exc)
+        # The app carries on regardless: sends find the connection gone, its close is a no-op.
+        for name, call in (("send", websocket.send_text("hello?")), ("close", websocket.close())):
+            try:
+                await call
+            except sw.WebSocketDisconnect as exc:
+                after.append((name, exc))
+            else:
+                after.append((name, None))
+
+    app = ToolkitMiddleware(on_starlette(endpoint), plugins=PluginManager(recorder, Gate()))
+    transport = await serve(app, connect(), extensions=extensions)
+    status = 401 if extensions else 403
+    [denied] = raised
+    assert isinstance(denied, WebSocketDenied)
+    assert (denied.status, denied.code) == (status, 1006)
+    assert [(name, type(exc).__name__, getattr(exc, "code", None)) for name, exc in after] == [
+        ("send", "WebSocketDisconnect", 1006),
+        ("close", "NoneType", None),
+    ]
+    assert transport.sent == (GATE_DENIAL if extensions else [close_message()])
+    assert recorder.names() == ["ws_denial", "ws_close"]
+    assert recorder.closes() == [(1006, "", ClosedBy.PLUGIN)]
+
+
+async def test_a_denial_the_app_does_not_catch_ends_the_connection_cleanly() -> None:
+    recorder = Recorder()
+    reached: list[str] = []
+
+    async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send(ACCEPTED)  # raises: the app has no except clause for it
+        reached.append("after accept")  # pragma: no cover - never reached
+
+    app = ToolkitMiddleware(raw_app, plugins=PluginManager(recorder, Gate()))
+    transport = await serve(app, connect(), extensions=DENIAL_EXTENSION)  # the middleware does not raise
+    assert reached == []
+    assert transport.sent == GATE_DENIAL
+    assert recorder.closes() == [(1006, "", ClosedBy.PLUGIN)]
+
+
+# --- when a plugin closes or fails ------------------------------------------------------------------------
+
+
+async def test_a_plugin_close_on_receive_reaches_the_app_as_a_disconnect() -> None:
+    recorder = Recorder()
+    events: list[object] = []
+
+    async def endpoint(websocket: sw.WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                await websocket.send_text(await websocket.receive_text())
+        except sw.WebSocketDisconnect as exc:
+            events.append(("disconnect", exc.code, exc.reason))
+        try:
+            await websocket.send_text("too late")
+        except sw.WebSocketDisconnect as exc:
+            events.append(("send raised", type(exc).__name__, exc.code, exc.reason))
+        await websocket.close(1000)  # a no-op: the plugin already closed
+        events.append("closed")
+
+    app = ToolkitMiddleware(on_starlette(endpoint), plugins=PluginManager(recorder, CloseOnCue()))
+    transport = await serve(app, connect(), text("hi"), text("plugin"), text("never read"))
+    assert events == [
+        ("disconnect", 4100, "plugin cue"),
+        ("send raised", "WebSocketDisconnect", 4100, "plugin cue"),
+        "closed",
+    ]
+    assert transport.sent == [ACCEPTED, {"type": "websocket.send", "text": "hi"}, close_message(4100, "plugin cue")]
+    assert recorder.closes() == [(4100, "plugin cue", ClosedBy.PLUGIN)]
+
+
+async def test_a_plugin_close_on_send_raises_in_the_apps_send() -> None:
+    recorder = Recorder()
+    raised: list[BaseException] = []
+
+    async def endpoint(websocket: sw.WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await websocket.send_text("leak")
+        except sw.WebSocketDisconnect as exc:
+            raised.append(exc)
+        await websocket.close(4000)  # a no-op
+
+    app = ToolkitMiddleware(on_starlette(endpoint), plugins=PluginManager(recorder, CloseOnCue()))
+    transport = await serve(app, connect())
+    [error] = raised
+    assert isinstance(error, WebSocketDisconnect)
+    assert (error.code, error.reason) == (4200, "send cue")
+    assert transport.sent == [ACCEPTED, close_message(4200, "send cue")]
+    assert recorder.closes() == [(4200, "send cue", ClosedBy.PLUGIN)]
+
+
+async def test_a_disconnect_the_app_lets_escape_is_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    # A raw app that never catches: the toolkit's WebSocketDisconnect from send ends it, and the middleware
+    # swallows it (as uvicorn swallows its own ClientDisconnected); a plugin failure is logged, once.
+    recorder = Recorder()
+
+    async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send(ACCEPTED)
+        while (await receive())["type"] == "websocket.receive":
+            pass
+        await send({"type": "websocket.send", "text": "raises"})
+
+    caplog.set_level(logging.ERROR, logger="toolkit")
+    app = ToolkitMiddleware(raw_app, plugins=PluginManager(recorder, Fragile()))
+    transport = await serve(app, connect(), text("boom"))
+    assert transport.sent == [ACCEPTED, close_message(1011, "internal error")]
+    assert recorder.closes() == [(1011, "internal error", ClosedBy.PLUGIN)]
+    assert [r.getMessage() for r in caplog.records if r.name == "toolkit"] == [
+        "plugin 'Fragile' failed in ws_receive: raised"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("client_code", "app_code", "forwarded"),
+    [(None, 1005, False), (1001, 1001, True), (4000, 4000, True)],
+    ids=["codeless-echoed", "1001-echoed", "4000-echoed"],
+)
+async def test_closing_after_the_client_left_echoing_its_code(
+    client_code: int | None, app_code: int, forwarded: bool
+) -> None:
+    # Litestar's exception handler answers a client's close with a close of the same code. After a
+    # codeless close that is 1005, which may not be sent: the client is gone, so it is dropped quietly.
+    recorder = Recorder()
+
+    async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send(ACCEPTED)
+        message = await receive()
+        assert message["type"] == "websocket.disconnect"
+        await send(close_message(message["code"], "disconnect event"))
+
+    app = ToolkitMiddleware(raw_app, plugins=PluginManager(recorder))
+    transport = await serve(app, connect(), disconnect(client_code))
+    assert transport.sent == [ACCEPTED, *([close_message(app_code, "disconnect event")] if forwarded else [])]
+    assert recorder.closes() == [(app_code, "", ClosedBy.CLIENT)]
+
+
+async def test_an_unsendable_close_code_raises_value_error_while_connected() -> None:
+    recorder = Recorder()
+    raised: list[str] = []
+
+    async def endpoint(websocket: sw.WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await websocket.close(1006)
+        except ValueError as exc:
+            raised.append(str(exc))
+
+    transport = await serve(ToolkitMiddleware(on_starlette(endpoint), plugins=PluginManager(recorder)), connect())
+    assert raised == ["close code 1006 may not be sent (RFC 6455 7.4)"]
+    # Starlette marked itself closed; the toolkit sent nothing and closes for the returning app.
+    assert transport.sent == [ACCEPTED, close_message()]
+    assert recorder.closes() == [(1000, "", ClosedBy.APP)]
+
+
+@pytest.mark.parametrize("again", [{"type": "websocket.send", "text": "late"}, close_message()], ids=["send", "close"])
+async def test_sending_after_the_apps_own_close_is_still_its_error(again: Message) -> None:
+    # Only a close the toolkit made is forgiven; after its own close the app gets the error a server gives.
+    recorder = Recorder()
+
+    async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send(ACCEPTED)
+        await send(close_message(4000, "done"))
+        await send(again)
+
+    transport = Transport([connect()])
+    app = ToolkitMiddleware(raw_app, plugins=PluginManager(recorder))
+    with pytest.raises(toolkit.WebSocketDisconnected, match="once a close message has been sent"):
+        await app(make_scope(), transport.receive, transport.send)
+    assert transport.sent == [ACCEPTED, close_message(4000, "done")]
+    assert recorder.closes() == [(4000, "done", ClosedBy.APP)]
+
+
+async def test_receiving_again_after_a_plugin_close_raises_instead_of_hanging() -> None:
+    recorder = Recorder()
+    got: list[Message] = []
+
+    async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send(ACCEPTED)
+        got.append(await receive())
+        got.append(await receive())  # a server would never answer this; the toolkit raises
+
+    app = ToolkitMiddleware(raw_app, plugins=PluginManager(recorder, CloseOnCue()))
+    transport = Transport([connect(), text("plugin"), text("queued")])
+    with anyio.fail_after(5), pytest.raises(toolkit.WebSocketDisconnected, match="disconnect message"):
+        await app(make_scope(), transport.receive, transport.send)
+    assert got == [{"type": "websocket.disconnect", "code": 4100, "reason": "plugin cue"}]
+    assert transport.sent == [ACCEPTED, close_message(4100, "plugin cue")]
+    assert recorder.closes() == [(4100, "plugin cue", ClosedBy.PLUGIN)]
+
+
+# --- exactly once: the same manager inside ------------------------------------------------------------
+
+
+async def echo_endpoint(websocket: WebSocket) -> None:
+    await websocket.accept()
+    while True:  # ends with WebSocketDisconnect, which WebSocketApp handles
+        message = await websocket.receive_text()
+        if message.startswith("leak"):
+            await websocket.send_text("leak")
+        await websocket.send_text(f"echo {message}")
+
+
+SESSIONS: Final = {
+    "echo": [connect(), text("a"), text("b"), disconnect(1001, "gone")],
+    "plugin-close": [connect(), text("a"), text("plugin")],
+    "send-close": [connect(), text("leak")],
+}
+
+
+@pytest.mark.parametrize("session", sorted(SESSIONS))
+@pytest.mark.parametrize("nesting", ["app-inside", "middleware-twice"])
+async def test_the_same_manager_inside_runs_each_hook_once(session: str, nesting: str) -> None:
+    incoming = SESSIONS[session]
+    alone_recorder = Recorder()
+    alone_app = WebSocketApp(echo_endpoint, plugins=PluginManager(alone_recorder, Mark(), CloseOnCue()))
+    alone = await serve(alone_app, *incoming)
+
+    recorder = Recorder()
+    plugins = PluginManager(recorder, Mark(), CloseOnCue())
+    inner: ASGIApp
+    if nesting == "app-inside":
+        inner = WebSocketApp(echo_endpoint, plugins=plugins)
+    else:
+        inner = ToolkitMiddleware(WebSocketApp(echo_endpoint), plugins=plugins)
+    transport = await serve(ToolkitMiddleware(inner, plugins=plugins), *incoming)
+    assert transport.sent == alone.sent  # e.g. "echo a!!": Mark applied once each way, not twice
+    assert recorder.calls == alone_recorder.calls
+    assert len(recorder.closes()) == 1
+
+
+async def test_the_same_manager_inside_sees_a_denial_once() -> None:
+    recorder = Recorder()
+    plugins = PluginManager(recorder, Gate())
+    statuses: list[int] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        try:
+            await websocket.accept()
+        except WebSocketDenied as exc:  # the inner WebSocket's accept raises the middleware's denial
+            statuses.append(exc.status)
+            raise
+
+    app = ToolkitMiddleware(WebSocketApp(endpoint, plugins=plugins), plugins=plugins)
+    transport = await serve(app, connect(), extensions=DENIAL_EXTENSION)
+    assert statuses == [401]
+    assert transport.sent == GATE_DENIAL
+    assert recorder.names() == ["ws_denial", "ws_close"]
+
+
+async def test_an_endpoint_raising_inside_a_same_manager_app_is_reported_as_the_apps_close() -> None:
+    # The documented difference from a WebSocketApp alone: the inner app's 1011 close reaches the middleware as
+    # an ordinary close by the app, so ws_close says APP, not SERVER. Still once, and the error still propagates.
+    recorder = Recorder()
+    plugins = PluginManager(recorder)
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        raise LookupError("app bug")
+
+    transport = Transport([connect()])
+    app = ToolkitMiddleware(WebSocketApp(endpoint, plugins=plugins), plugins=plugins)
+    with pytest.raises(LookupError):
+        await app(make_scope(), transport.receive, transport.send)
+    assert transport.sent == [ACCEPTED, close_message(1011, "internal error")]
+    assert recorder.closes() == [(1011, "internal error", ClosedBy.APP)]
+
+
+async def test_plugins_see_the_middlewares_websocket_and_the_app_reads_the_scope() -> None:
+    class Who(toolkit.Plugin):
+        def __init__(self) -> None:
+            self.websockets: list[WebSocket] = []
+
+        def ws_accept(self, websocket: WebSocket, accept: toolkit.Accept) -> None:
+            self.websockets.append(websocket)
+            websocket.scope["user"] = "alice"  # as toolkit_auth's gate does
+
+    who = Who()
+    plugins = PluginManager(who)
+    seen: list[object] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        seen.extend([websocket.user, websocket in who.websockets, websocket.plugins is plugins])
+
+    await serve(ToolkitMiddleware(WebSocketApp(endpoint, plugins=plugins), plugins=plugins), connect())
+    # The app's own WebSocket is another object than the one plugins get: per-connection lookups
+    # keyed by it (auth.principal, logger.conn_id) miss; what plugins put in the scope is shared.
+    assert seen == ["alice", False, True]
+    assert len(who.websockets) == 1
+
+
+async def test_another_manager_inside_runs_its_own_hooks() -> None:
+    outer, inner = Recorder(), Recorder()
+    seen: list[str] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        seen.append(await websocket.receive_text())
+        await websocket.send_text("out")
+
+    app = ToolkitMiddleware(
+        WebSocketApp(endpoint, plugins=PluginManager(inner, Mark("?"))), plugins=PluginManager(outer, Mark("!"))
+    )
+    transport = await serve(app, connect(), text("in"))
+    assert seen == ["in!?"]  # the middleware's hooks first on the way in, last on the way out
+    assert transport.sent == [ACCEPTED, {"type": "websocket.send", "text": "out?!"}, close_message()]
+    expected = ["ws_accept", "ws_receive", "ws_send", "ws_close"]
+    assert outer.names() == inner.names() == expected
+    assert outer.closes() == inner.closes() == [(1000, "", ClosedBy.APP)]
+
+
+async def test_a_plain_websocket_of_the_same_manager_inside_leaves_the_hooks_to_the_middleware() -> None:
+    recorder = Recorder()
+    plugins = PluginManager(recorder, Mark())
+
+    async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
+        websocket = WebSocket(scope, receive, send, plugins=plugins)
+        await websocket.accept()
+        await websocket.send_text(await websocket.receive_text())
+        await websocket.close()
+
+    transport = await serve(ToolkitMiddleware(raw_app, plugins=plugins), connect(), text("x"))
+    assert transport.sent == [ACCEPTED, {"type": "websocket.send", "text": "x!!"}, close_message()]
+    assert recorder.names() == ["ws_accept", "ws_receive", "ws_send", "ws_close"]
+
+
+# --- docs/middleware.md -----------------------------------------------------------------------------------
+
+DOCS: Final = Path(__file__).parent.parent / "docs" / "middleware.md"
+DOCS_APPS: Final = ["starlette_app", "fastapi_app", "litestar_app", "asgi_app"]
+
+
+@pytest.fixture(scope="module")
+def docs_namespace() -> dict[str, Any]:
+    # The page runs as a module of its own (Litestar looks its annotations up in sys.modules), without this
+    # file's `from __future__ import annotations` (dont_inherit), as a reader's module would.
+    module = types.ModuleType("docs_middleware")
+    sys.modules[module.__name__] = module
+    try:
+        for block in re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.DOTALL):
+            exec(compile(block, str(DOCS), "exec", dont_inherit=True), vars(module))  # noqa: S102 - our own docs
+    finally:
+        del sys.modules[module.__name__]
+    return vars(module)
+
+
+@pytest.mark.parametrize("name", DOCS_APPS)
+async def test_the_docs_examples_gate_validate_and_echo(docs_namespace: dict[str, Any], name: str) -> None:
+    app = docs_namespace[name]
+    denied = await serve(app, connect(), extensions=DENIAL_EXTENSION)
+    assert denied.sent == denial_messages(401, b"unauthorized", [(b"www-authenticate", b"Bearer")])
+
+    headers = [(b"host", b"testserver"), (b"authorization", b"Bearer s3cret")]
+    transport = Transport([connect(), text('{"type":"say","text":"hi"}'), text("{oops"), disconnect(1000)])
+    await app(make_scope(headers=headers, extensions=DENIAL_EXTENSION), transport.receive, transport.send)
+    replies = [json.loads(m["text"]) for m in transport.sent if m["type"] == "websocket.send"]
+    # The app answered the valid message with the gate's principal; the plugin answered the bad one.
+    assert replies == [{"type": "said", "text": "hi", "user": "alice"}, {"type": "error", "error": "invalid_json"}]
+    assert transport.sent[-1]["type"] == "websocket.send"  # the client left: nothing more was sent

@@ -1,0 +1,137 @@
+"""The ``ws-toolkit`` command (also ``python -m toolkit``): ``plugins`` lists the installed plugins.
+
+For each plugin an installed package registers under ``ws_toolkit.plugins`` it shows where it comes
+from, whether :func:`toolkit.load_plugins` would load it (or why not), and, for those it would load,
+the hooks each implements with their options (``tryfirst``, ``trylast``, ``wrapper``, ``async``),
+then the order in which a connection would call them. The plugins are loaded into a fresh
+:class:`toolkit.PluginManager` to find out, exactly as ``load_plugins`` would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from ._discovery import (
+    DISABLE_AUTOLOAD_ENV,
+    ENTRY_POINT_GROUP,
+    SKIP_PLUGINS_ENV,
+    PluginLoadError,
+    PluginStatus,
+    find_plugins,
+    load_one,
+)
+from ._hookspecs import HOOK_NAMES
+from ._plugins import PluginManager
+
+__all__ = ["main"]
+
+
+def _hooks(manager: PluginManager, plugin: object) -> list[dict[str, Any]]:
+    hooks: list[dict[str, Any]] = []
+    for caller in manager.pluggy.get_hookcallers(plugin) or ():
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin:
+                hooks.append(
+                    {
+                        "name": caller.name,
+                        "tryfirst": impl.tryfirst,
+                        "trylast": impl.trylast,
+                        "wrapper": impl.wrapper,
+                        "async": inspect.iscoroutinefunction(impl.function),
+                    }
+                )
+    hooks.sort(key=lambda hook: HOOK_NAMES.index(hook["name"]))
+    return hooks
+
+
+def _call_order(manager: PluginManager) -> dict[str, list[str]]:
+    order: dict[str, list[str]] = {}
+    for hook_name in HOOK_NAMES:
+        # pluggy keeps implementations in reverse call order, wrappers last: reversed, wrappers come first.
+        impls = reversed(getattr(manager.pluggy.hook, hook_name).get_hookimpls())
+        order[hook_name] = [impl.plugin_name + (" (wrapper)" if impl.wrapper else "") for impl in impls]
+    return order
+
+
+def report(skip: Sequence[str] = ()) -> dict[str, Any]:
+    """What ``ws-toolkit plugins --json`` prints."""
+    manager = PluginManager()
+    plugins: list[dict[str, Any]] = []
+    for found in find_plugins(skip=skip):
+        entry: dict[str, Any] = {
+            "name": found.name,
+            "value": found.value,
+            "distribution": found.distribution,
+            "version": found.version,
+            "status": str(found.status),
+            "reason": found.reason,
+            "hooks": [],
+        }
+        if found.status is PluginStatus.LOAD:
+            try:
+                load_one(manager, found)
+            except PluginLoadError as failure:
+                entry["status"], entry["reason"] = "failed", failure.problem
+            else:
+                entry["status"] = "active"
+                entry["hooks"] = _hooks(manager, manager.pluggy.get_plugin(found.name))
+        plugins.append(entry)
+    return {
+        "group": ENTRY_POINT_GROUP,
+        "autoload_disabled": any(found["status"] == "disabled" for found in plugins),
+        "plugins": plugins,
+        "call_order": _call_order(manager),
+    }
+
+
+def _options(hook: dict[str, Any]) -> str:
+    options = [option for option in ("tryfirst", "trylast", "wrapper", "async") if hook[option]]
+    return f" [{', '.join(options)}]" if options else ""
+
+
+def _print_text(data: dict[str, Any]) -> None:
+    plugins: list[dict[str, Any]] = data["plugins"]
+    active = [plugin for plugin in plugins if plugin["status"] == "active"]
+    print(f"{data['group']} entry points: {len(plugins)} installed, {len(active)} active")
+    if data["autoload_disabled"]:
+        print(f"{DISABLE_AUTOLOAD_ENV} is set: load_plugins() loads nothing.")
+    for plugin in plugins:
+        source = f"{plugin['distribution']} {plugin['version']}" if plugin["distribution"] else "unknown distribution"
+        print(f"\n{plugin['name']}  ({source})  {plugin['value']}")
+        status = plugin["status"]
+        if status == "active":
+            hooks = ", ".join(hook["name"] + _options(hook) for hook in plugin["hooks"])
+            print(f"  status: {status}\n  hooks:  {hooks}")
+        else:
+            print(f"  status: {status} ({plugin['reason']})")
+    if active:
+        print("\ncall order (first to last, wrappers outermost first):")
+        width = max(map(len, HOOK_NAMES))
+        for hook_name, names in data["call_order"].items():
+            print(f"  {hook_name:<{width}}  {', '.join(names) or '-'}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ws-toolkit", description="ws-toolkit utilities.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    plugins = commands.add_parser(
+        "plugins",
+        help="list installed plugins, whether they load, and the hooks each implements",
+        description=f"List the plugins installed packages register under the {ENTRY_POINT_GROUP!r} entry-point "
+        f"group, as toolkit.load_plugins() would see them (honouring {DISABLE_AUTOLOAD_ENV} and {SKIP_PLUGINS_ENV}).",
+    )
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of text")
+    plugins.add_argument("--skip", action="append", default=[], metavar="NAME", help="leave this plugin out")
+    plugins.add_argument("--check", action="store_true", help="exit with status 1 if a plugin fails to load")
+    args = parser.parse_args(argv)
+    data = report(args.skip)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        _print_text(data)
+    failed = any(plugin["status"] == "failed" for plugin in data["plugins"])
+    return 1 if args.check and failed else 0

@@ -198,7 +198,7 @@ def run_server(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.bind((HOST, 0))
-        sock.listen(128)
+        sock.listen(uvicorn_config.backlog)  # uvicorn's own default (2048) unless a test sets it
     except BaseException:
         sock.close()
         raise

@@ -122,8 +122,8 @@ class Stack:
     app: ASGIApp
 
     def open_logged(self) -> int:
-        """Connections the logging plugin holds state for (it has no public count)."""
-        return len(self.logger._connections)
+        """Connections the logging plugin holds state for."""
+        return self.logger.open_connections
 
 
 def build_stack() -> Stack:

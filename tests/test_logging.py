@@ -920,3 +920,19 @@ async def test_the_logging_page_example_runs_and_logs_json(capsys: pytest.Captur
     assert [line["ws_event"] for line in lines] == ["open", "close"]
     assert lines[0]["ws_query"] == "token=[redacted]"
     assert transport.sent[1] == {"type": "websocket.send", "text": '{"token": "SECRET"}'}
+
+
+async def test_open_connections_counts_state_until_ws_close() -> None:
+    plugin = ConnectionLogger()
+    seen: list[int] = []
+
+    async def endpoint(websocket: toolkit.WebSocket) -> None:
+        await websocket.accept()
+        seen.append(plugin.open_connections)
+        await websocket.receive_text()
+
+    transport = Transport([connect(), text("hi"), disconnect(1000)])
+    app = toolkit.WebSocketApp(endpoint, plugins=toolkit.PluginManager(plugin))
+    await app(make_scope(), transport.receive, transport.send)
+    assert seen == [1]
+    assert plugin.open_connections == 0

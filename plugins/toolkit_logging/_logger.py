@@ -257,6 +257,11 @@ class ConnectionLogger(toolkit.Plugin):
         self._json_keys = _Names(redact_json_keys, "redact_json_keys")
         self._connections: dict[WebSocket, _Connection] = {}
 
+    @property
+    def open_connections(self) -> int:
+        """How many connections this logger holds state for (freed in ``ws_close``)."""
+        return len(self._connections)
+
     def conn_id(self, websocket: WebSocket) -> str | None:
         """The id this logger gave ``websocket`` (the ``ws_conn_id`` field), while it is open; else None.
 

@@ -41,6 +41,7 @@ from ._hookspecs import (
 from ._middleware import ToolkitMiddleware
 from ._plugins import PluginManager
 from ._responses import DenialResponse, WebSocketClose
+from ._stack import Middleware, RoutePlugins, compose
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from ._websocket import WebSocket, WebSocketState
 
@@ -66,6 +67,7 @@ __all__ = [
     "Message",
     "MessageError",
     "MessageResult",
+    "Middleware",
     "Plugin",
     "PluginEntryPoint",
     "PluginLoadError",
@@ -75,6 +77,7 @@ __all__ = [
     "PluginValidationError",
     "QueryParams",
     "Receive",
+    "RoutePlugins",
     "Scope",
     "Send",
     "State",
@@ -87,6 +90,7 @@ __all__ = [
     "WebSocketDisconnect",
     "WebSocketDisconnected",
     "WebSocketState",
+    "compose",
     "find_plugins",
     "hookimpl",
     "load_plugins",

@@ -34,6 +34,14 @@ async def test_readme_example_shouts_back() -> None:
     ]
 
 
+async def test_readme_middleware_example_shouts_through_a_starlette_endpoint() -> None:
+    app = run_blocks(ROOT / "README.md")["starlette_app"]
+    transport = Transport([connect(), text("hello"), disconnect(1000)])
+    await app(make_scope(path="/ws"), transport.receive, transport.send)
+    assert transport.sent[1:] == [{"type": "websocket.send", "text": "HELLO"}]
+    assert transport.sent[0]["type"] == "websocket.accept"
+
+
 async def test_plugins_page_example_gates_and_times() -> None:
     plugins: toolkit.PluginManager = run_blocks(ROOT / "docs" / "plugins.md")["plugins"]
 

@@ -620,6 +620,117 @@ async def test_receive_close(mode: Mode) -> None:
     assert [name for name in recorder.names() if name == "ws_receive"] == []
 
 
+class AnswerOdd(toolkit.Plugin):
+    """Answers "1" and "3" itself (``Reply``) so the app never sees them."""
+
+    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> toolkit.ReceiveResult:
+        return toolkit.Reply(f"no {data!s}") if data in ("1", "3") else None
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_receive_reply_answers_drops_and_delivers_the_next(mode: Mode) -> None:
+    _, plugins = plugins_for(mode, "ws_receive", None)
+    log: list[tuple[str, str, Any]] = []
+    got: list[str] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        got.extend([message async for message in websocket.iter_text()])
+
+    recorder = Recorder()
+    transport = await serve(
+        endpoint,
+        recorder,
+        Tag("!", log),
+        AnswerOdd(),
+        *plugins,
+        incoming=[text("1"), text("2"), text("3"), disconnect()],
+    )
+    assert got == ["2!"]
+    # The replies went out as the app's own sends would, through ws_send (Tag appends "!").
+    assert transport.sent == [
+        ACCEPTED,
+        {"type": "websocket.send", "text": "no 1!"},
+        {"type": "websocket.send", "text": "no 3!"},
+    ]
+    # The chain stopped at the Reply: later implementations never saw "1" or "3".
+    assert [data for name, data in recorder.calls if name == "ws_receive"] == ["2!"]
+    assert [data for name, data in recorder.calls if name == "ws_send"] == ["no 1!", "no 3!"]
+    assert recorder.closes() == [(1000, "", ClosedBy.CLIENT)]
+
+
+def receive_once(got: list[Message]) -> Endpoint:
+    """An endpoint that accepts, then records what one ``receive()`` returns."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        got.append(await websocket.receive())
+
+    return endpoint
+
+
+async def test_receive_reply_with_bytes_goes_out_as_a_binary_frame() -> None:
+    got: list[Message] = []
+    endpoint = receive_once(got)
+    replying = Returns("ws_receive", toolkit.Reply(b"\x00no"))
+    transport = await serve(endpoint, replying, incoming=[binary(b"x"), disconnect(1001)])
+    assert transport.sent == [ACCEPTED, {"type": "websocket.send", "bytes": b"\x00no"}]
+    assert got == [{"type": "websocket.disconnect", "code": 1001, "reason": ""}]
+
+
+async def test_receive_reply_to_a_vanished_client_reports_1006_to_the_app() -> None:
+    got: list[Message] = []
+    transport = Transport([connect(), text("1"), text("never read")])
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        transport.send_error = OSError("connection reset")
+        got.append(await websocket.receive())
+
+    recorder = Recorder()
+    await serve(endpoint, recorder, AnswerOdd(), transport=transport)
+    assert got == [{"type": "websocket.disconnect", "code": 1006, "reason": ""}]
+    assert transport.incoming == [text("never read")]  # no further receive after the failed answer
+    assert recorder.closes() == [(1006, "", ClosedBy.CLIENT)]
+
+
+async def test_receive_reply_closed_by_a_ws_send_hook_reports_that_close() -> None:
+    got: list[Message] = []
+    endpoint = receive_once(got)
+    recorder = Recorder()
+    closing = Returns("ws_send", Close(4003, "no answers"))
+    transport = await serve(endpoint, recorder, closing, AnswerOdd(), incoming=[text("1"), text("never read")])
+    assert got == [{"type": "websocket.disconnect", "code": 4003, "reason": "no answers"}]
+    assert transport.sent == [ACCEPTED, {"type": "websocket.close", "code": 4003, "reason": "no answers"}]
+    assert recorder.closes() == [(4003, "no answers", ClosedBy.PLUGIN)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_send_reply_is_refused_and_fails_closed(mode: Mode, caplog: pytest.LogCaptureFixture) -> None:
+    _, plugins = plugins_for(mode, "ws_send", toolkit.Reply("sneaky"))
+    raised: list[toolkit.WebSocketDisconnect] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await websocket.send_text("hi")
+        except toolkit.WebSocketDisconnect as exc:
+            raised.append(exc)
+
+    transport = await serve(endpoint, *plugins)
+    assert transport.sent == [ACCEPTED, INTERNAL_ERROR]
+    assert [exc.code for exc in raised] == [1011]
+    assert any(
+        "only ws_receive" in record.getMessage() or "unsupported" in record.getMessage() for record in errors(caplog)
+    )
+
+
+@pytest.mark.parametrize("data", [None, 1, ["x"]])
+def test_reply_takes_only_text_or_bytes(data: Any) -> None:
+    with pytest.raises(TypeError, match="str or bytes"):
+        toolkit.Reply(data)
+
+
 async def test_receive_close_raises_disconnect_from_the_high_level_api() -> None:
     raised: list[toolkit.WebSocketDisconnect] = []
 

@@ -560,11 +560,10 @@ def drive(awaitable: Awaitable[Any]) -> Any:
 @settings(max_examples=300, deadline=None)
 @given(payload=st.one_of(st.text(), JSON_VALUES.map(json.dumps), MESSAGE_LIKE.map(json.dumps)))
 def test_any_input_is_delivered_answered_or_closed_and_never_echoed(payload: str) -> None:
-    messages = make_messages()
-    transport = Transport([connect()])
-    websocket = WebSocket(make_scope(), transport.receive, transport.send)
+    transport = Transport([connect(), text(payload), disconnect(1000)])
+    websocket = WebSocket(make_scope(), transport.receive, transport.send, plugins=PluginManager(make_messages()))
     drive(websocket.accept())
-    result = drive(messages.ws_receive(websocket, payload))
+    received = drive(websocket.receive())
     sent = transport.sent[1:]
     try:
         pydantic_core.from_json(payload, allow_inf_nan=False)
@@ -573,12 +572,16 @@ def test_any_input_is_delivered_answered_or_closed_and_never_echoed(payload: str
         valid = False
     else:
         valid = True
-    if result is None:  # delivered: valid, and nothing was sent
+    if received["type"] == "websocket.receive":  # delivered: valid, and nothing was sent
         assert valid
+        assert received["text"] == payload
         assert sent == []
         return
     assert not valid
-    assert result is toolkit.DROP
+    assert (received["type"], received["code"]) == (
+        "websocket.disconnect",
+        1000,
+    )  # answered, dropped: next is the close
     [answer] = sent
     error = json.loads(answer["text"])
     assert error["type"] == "error"
@@ -661,6 +664,24 @@ async def test_each_inbound_message_is_parsed_exactly_once(
     # Replies are model instances: checked by type, serialised once, never parsed back.
     assert counts.outbound.calls == Counter()
     assert counts.other_parsers == Counter()
+
+
+async def test_a_hand_over_for_another_connection_is_not_taken(
+    count_parses: Callable[[Messages[Any, Any]], ParseCounts],
+) -> None:
+    # The hook's hand-over is one attribute of the shared Messages: the channel takes it only for
+    # its own connection and its own message object; otherwise it validates the message itself.
+    messages = make_messages()
+    counts = count_parses(messages)
+    payload = '{"type":"join","room":"mine"}'
+    other = WebSocket(make_scope(), Transport().receive, Transport().send)
+    transport = Transport([connect(), text(payload), disconnect(1000)])
+    websocket = WebSocket(make_scope(), transport.receive, transport.send)  # no plugin: the hook never runs here
+    await websocket.accept()
+    assert messages.ws_receive(other, payload) is None  # another connection's hook, the very same str object
+    got = await messages.channel(websocket).receive()
+    assert got == Join(type="join", room="mine")
+    assert counts.inbound.calls == Counter({"validate_json": 2})
 
 
 async def test_with_the_plugin_the_channel_takes_the_hooks_model(
@@ -993,13 +1014,15 @@ async def test_plugin_checks_what_the_app_sent_before_later_plugins_change_it() 
     assert raw_sends(again) == raw_sends(transport)
 
 
-async def test_the_hook_answers_nothing_when_the_app_side_is_not_connected() -> None:
-    # The WebSocket runs no hook once the connection has ended; this is the hook's own guard.
+def test_the_hook_is_sync_and_answers_through_the_core() -> None:
+    # A plain def: the chain stays on the core's sync path; the answer goes back as a Reply.
     transport = Transport()
     websocket = WebSocket(make_scope(), transport.receive, transport.send)
-    assert await make_messages().ws_receive(websocket, "{") is toolkit.DROP
-    assert await make_messages(on_malformed="close").ws_receive(websocket, "{") == Close(1003, "invalid JSON")
-    assert transport.sent == []
+    answer = make_messages().ws_receive(websocket, "{")
+    assert answer == toolkit.Reply(json.dumps(INVALID_JSON, separators=(",", ":")))
+    assert make_messages(on_malformed="close").ws_receive(websocket, "{") == Close(1003, "invalid JSON")
+    assert make_messages().ws_receive(websocket, '{"type":"join","room":"r"}') is None
+    assert transport.sent == []  # the hook itself sends nothing
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -36,6 +36,8 @@ from ._hookspecs import (
     Drop,
     MessageResult,
     Plugin,
+    ReceiveResult,
+    Reply,
     hookimpl,
 )
 from ._middleware import ToolkitMiddleware
@@ -77,6 +79,8 @@ __all__ = [
     "PluginValidationError",
     "QueryParams",
     "Receive",
+    "ReceiveResult",
+    "Reply",
     "RoutePlugins",
     "Scope",
     "Send",

@@ -30,6 +30,8 @@ __all__ = [
     "Drop",
     "MessageResult",
     "Plugin",
+    "ReceiveResult",
+    "Reply",
     "hookimpl",
     "hookspec",
 ]
@@ -48,6 +50,26 @@ class Drop(enum.Enum):
 
 #: Hook result that discards the message: it is neither delivered nor sent.
 DROP: Final = Drop.DROP
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """``ws_receive`` result: drop the message and send ``data`` back to the client instead.
+
+    For a plugin that answers a bad message itself (an error message) without
+    the app ever seeing it: the toolkit sends the reply as the app's next data
+    message would go, through the ``ws_send`` hooks, then waits for the next
+    message. It stops the chain, as :data:`DROP` does. Nothing is sent when the
+    app has already closed its side; if the client has left, the app hears of it
+    from its ``receive``. Only ``ws_receive`` may return it; a plain ``def`` that
+    returns it keeps the hook synchronous, which is what makes it cheap.
+    """
+
+    data: str | bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, str | bytes):  # run-time check of untyped input
+            raise TypeError(f"Reply needs str or bytes, got {type(self.data).__name__}")
 
 
 class _Keep(enum.Enum):
@@ -103,8 +125,10 @@ class Accept:
 
 #: What ``ws_accept`` may return: keep (None), change (Accept) or deny (DenialResponse).
 AcceptResult: TypeAlias = Accept | DenialResponse | None
-#: What ``ws_receive`` and ``ws_send`` may return: keep (None), replace, drop, or close.
+#: What ``ws_send`` may return: keep (None), replace, drop, or close.
 MessageResult: TypeAlias = str | bytes | Drop | Close | None
+#: What ``ws_receive`` may return: as ``ws_send``, or drop and answer (:class:`Reply`).
+ReceiveResult: TypeAlias = str | bytes | Drop | Close | Reply | None
 #: What ``ws_denial`` may return: keep (None) or a replacement response.
 DenialResult: TypeAlias = DenialResponse | None
 
@@ -127,12 +151,13 @@ class HookSpecs:
         """
 
     @hookspec
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> MessageResult | Awaitable[MessageResult]:
+    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> ReceiveResult | Awaitable[ReceiveResult]:
         """A data message arrived from the client, before the app sees it.
 
         Return ``None`` to keep it, a ``str``/``bytes`` to replace it (the next
-        implementation sees the replacement), :data:`DROP` to discard it, or
-        :class:`Close` to close the connection. May be ``async``.
+        implementation sees the replacement), :data:`DROP` to discard it,
+        :class:`Reply` to discard it and answer the client, or :class:`Close` to
+        close the connection. May be ``async``.
         """
 
     @hookspec
@@ -165,7 +190,7 @@ class Plugin:
         def ws_accept(self, websocket: WebSocket, accept: Accept) -> AcceptResult | Awaitable[AcceptResult]:
             raise NotImplementedError
 
-        def ws_receive(self, websocket: WebSocket, data: str | bytes) -> MessageResult | Awaitable[MessageResult]:
+        def ws_receive(self, websocket: WebSocket, data: str | bytes) -> ReceiveResult | Awaitable[ReceiveResult]:
             raise NotImplementedError
 
         def ws_send(self, websocket: WebSocket, data: str | bytes) -> MessageResult | Awaitable[MessageResult]:

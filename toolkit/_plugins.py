@@ -20,7 +20,7 @@ import pluggy
 
 from ._close import Close
 from ._exceptions import PluginValidationError
-from ._hookspecs import ASYNC_HOOKS, DROP, HOOK_NAMES, PROJECT, Accept, ClosedBy, Drop, HookSpecs
+from ._hookspecs import ASYNC_HOOKS, DROP, HOOK_NAMES, PROJECT, Accept, ClosedBy, Drop, HookSpecs, Reply
 from ._responses import DenialResponse
 
 if TYPE_CHECKING:
@@ -262,7 +262,18 @@ def _bad_result(impl: Impl, hook_name: str, result: object) -> HookFailure:
     return HookFailure(impl.plugin_name, hook_name, f"returned an unsupported {type(result).__name__}")
 
 
-def run_message_sync(chain: Chain, websocket: WebSocket, data: str | bytes) -> str | bytes | Drop | Close:
+def _final(impl: Impl, chain: Chain, result: object) -> Drop | Close | Reply:
+    """A result that ends the chain (``DROP``, ``Close``, a ``ws_receive``'s ``Reply``), or the plugin's failure."""
+    if result is DROP:
+        return DROP
+    if isinstance(result, (Close, Reply)):
+        if isinstance(result, Close) or chain.name == "ws_receive":
+            return result
+        raise HookFailure(impl.plugin_name, chain.name, "returned Reply, which only ws_receive may return")
+    raise _bad_result(impl, chain.name, result)
+
+
+def run_message_sync(chain: Chain, websocket: WebSocket, data: str | bytes) -> str | bytes | Drop | Close | Reply:
     """Run a sync-only ``ws_receive``/``ws_send`` chain; the per-message hot path."""
     for impl in chain.impls:
         try:
@@ -273,24 +284,26 @@ def run_message_sync(chain: Chain, websocket: WebSocket, data: str | bytes) -> s
             continue
         if isinstance(result, (str, bytes)):
             data = result
-        elif result is DROP or isinstance(result, Close):
-            return result
         else:
-            raise _bad_result(impl, chain.name, result)
+            return _final(impl, chain, result)
     return data
 
 
-async def run_message(chain: Chain, websocket: WebSocket, data: str | bytes) -> str | bytes | Drop | Close:
+async def run_message(chain: Chain, websocket: WebSocket, data: str | bytes) -> str | bytes | Drop | Close | Reply:
     """Run a ``ws_receive``/``ws_send`` chain that has async implementations or wrappers."""
     if not chain.wrappers:  # the common async case: no closure, no wrapper machinery
         return await _message_impls(chain, websocket, data)
     outcome = await _wrapped(chain, (websocket, data), lambda: _message_impls(chain, websocket, data))
-    if not (isinstance(outcome, (str, bytes, Close)) or outcome is DROP):
+    if not (
+        isinstance(outcome, (str, bytes, Close))
+        or outcome is DROP
+        or (isinstance(outcome, Reply) and chain.name == "ws_receive")
+    ):
         raise HookFailure(chain.wrappers[0].plugin_name, chain.name, "a wrapper returned an unsupported result")
     return outcome
 
 
-async def _message_impls(chain: Chain, websocket: WebSocket, data: str | bytes) -> str | bytes | Drop | Close:
+async def _message_impls(chain: Chain, websocket: WebSocket, data: str | bytes) -> str | bytes | Drop | Close | Reply:
     for impl in chain.impls:
         try:
             result = impl.call(websocket, data)
@@ -302,10 +315,8 @@ async def _message_impls(chain: Chain, websocket: WebSocket, data: str | bytes) 
             continue
         if isinstance(result, (str, bytes)):
             data = result
-        elif result is DROP or isinstance(result, Close):
-            return result
         else:
-            raise _bad_result(impl, chain.name, result)
+            return _final(impl, chain, result)
     return data
 
 

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, NoReturn
 
-from ._close import check_close
+from ._close import Close, check_close
 from ._datastructures import URL, Address, Headers, QueryParams, State, parse_cookies
 from ._exceptions import UnexpectedFrameType, WebSocketDenied, WebSocketDisconnect, WebSocketDisconnected
-from ._hookspecs import DROP, Accept, ClosedBy
+from ._hookspecs import DROP, Accept, ClosedBy, Reply
 from ._json import dumps, loads
 from ._plugins import (
     NO_CHAINS,
@@ -254,12 +254,23 @@ class WebSocket(Mapping[str, Any]):
                     return {"type": "websocket.receive", "bytes": result}
                 if result is DROP:
                     continue
+                if isinstance(result, Reply):
+                    await self._reply(result.data)
+                    if self.application_state is not before:  # the client left, or a ws_send hook closed
+                        return self._closed_message()
+                    continue
                 return await self._plugin_closed(result.code, result.reason)
             if message_type == "websocket.disconnect":
                 return self._client_left(message)
             raise RuntimeError(
                 f'Expected ASGI message "websocket.receive" or "websocket.disconnect", but got {message_type!r}'
             )
+
+    async def _reply(self, data: str | bytes) -> None:
+        """Send a ``ws_receive`` hook's :class:`Reply`, as the app's own send would go (``ws_send`` included)."""
+        key = "text" if isinstance(data, str) else "bytes"
+        with contextlib.suppress(WebSocketDisconnect):  # the app hears of it from this receive
+            await self.send({"type": "websocket.send", key: data})
 
     async def _receive_handshake(self) -> Message:
         if self._receiving:
@@ -321,9 +332,11 @@ class WebSocket(Mapping[str, Any]):
                         message = {"type": "websocket.send", "bytes": result}
                     elif result is DROP:
                         return None
-                    else:
+                    elif isinstance(result, Close):
                         closed = await self._plugin_closed(result.code, result.reason)
                         raise WebSocketDisconnect(closed["code"], closed["reason"])
+                    else:  # pragma: no cover - the chain runner refuses Reply from ws_send
+                        raise AssertionError(result)
             try:
                 await self._send(message)
             except OSError:

@@ -2,19 +2,19 @@
 
 Each inbound message is parsed once, by pydantic-core, straight from the frame's
 text or bytes. When the plugin and a channel are used together, the hook's model
-is handed to the channel through a context variable: the hook runs inside the
-app's own ``receive()`` call, in the same task, so the channel picks the model
-up without a per-connection table to clean up. Outbound text is trusted the same
-way: the channel marks the exact object it is sending, in its own task, and the
-``ws_send`` hook checks every other outbound message against the schema.
+is handed to the channel through one attribute: the hook runs inside the app's
+own ``receive()`` call and the channel reads the attribute right after, with no
+await between, checking that it holds this connection's very message object. So
+there is no per-connection table to clean up, and a hand-over another connection
+overwrote only costs a second validation. Outbound text is trusted the same way:
+the channel marks the exact object it is sending, and the ``ws_send`` hook checks
+every other outbound message against the schema.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterable
-from contextvars import ContextVar
 from typing import Any, Final, Generic, Literal, NotRequired, TypeAlias, TypeVar, final
 
 import pydantic_core
@@ -23,13 +23,13 @@ from typing_extensions import TypedDict, TypeForm  # pydantic needs typing_exten
 
 import toolkit
 from toolkit import (
-    DROP,
     Close,
     MessageResult,
+    ReceiveResult,
+    Reply,
     UnexpectedFrameType,
     WebSocket,
     WebSocketDisconnect,
-    WebSocketState,
 )
 
 __all__ = ["Channel", "ErrorDetail", "ErrorMessage", "ErrorPolicy", "MessageSchemas", "Messages", "OutboundError"]
@@ -51,7 +51,6 @@ MAX_REPORTED_ERRORS: Final = 20
 #: What replaces a ``loc`` segment that the schema does not name (a dict key from the input,
 #: the name of a union member or validator): the input is never echoed.
 REDACTED: Final = "*"
-_CONNECTED: Final = WebSocketState.CONNECTED
 
 
 class OutboundError(ValueError):
@@ -147,12 +146,14 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
         )
         self._known_names: frozenset[str] | None = None
         self._model_serializers = _model_serializers(self.outbound.core_schema)
-        # The model the ws_receive hook validated, for the channel in the same task: (websocket, data, model).
-        self._received: ContextVar[tuple[WebSocket, str | bytes, InT] | None] = ContextVar(
-            "toolkit_messages.received", default=None
-        )
-        # The exact outbound object this instance is sending in this task; ws_send lets it through.
-        self._sending: ContextVar[str | bytes | None] = ContextVar("toolkit_messages.sending", default=None)
+        # Hand-overs between the hooks and the channel, as plain attributes (cheaper than context
+        # variables): each is used right after it is set, in the same task, with no await between
+        # on the fast path, and always checked by identity. If another connection overwrites one in
+        # between, the check fails and the message is only validated again: never a wrong result.
+        # The message the ws_receive hook validated last: (websocket, data, model).
+        self._received: tuple[WebSocket, str | bytes, InT] | None = None
+        # The exact outbound object being sent that this instance built or checked; ws_send lets it through.
+        self._sending: str | bytes | None = None
 
     def __repr__(self) -> str:
         return (
@@ -273,37 +274,31 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
 
     async def _send_own(self, websocket: WebSocket, data: str | bytes) -> None:
         """Send text this instance built or checked itself; ``ws_send`` lets exactly this object through."""
-        token = self._sending.set(data)
-        try:
-            if isinstance(data, str):
-                await websocket.send_text(data)
-            else:
-                await websocket.send_bytes(data)
-        finally:
-            self._sending.reset(token)
+        self._sending = data
+        if isinstance(data, str):
+            await websocket.send_text(data)
+        else:
+            await websocket.send_bytes(data)
 
     # --- hooks --------------------------------------------------------------------------------
 
     @toolkit.hookimpl(trylast=True)  # validate what the app will get, after the other plugins
-    async def ws_receive(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> ReceiveResult:
         try:
             model = self._parse(data)
         except _Rejected as rejected:
             action = rejected.action
             if isinstance(action, Close):
                 return action
-            # After the app has closed its side it may still drain messages; nothing can be answered then.
-            if websocket.application_state is _CONNECTED:
-                # If the client left or a plugin closed meanwhile, the WebSocket tells the app.
-                with contextlib.suppress(WebSocketDisconnect):
-                    await self._send_own(websocket, action)
-            return DROP
-        self._received.set((websocket, data, model))
+            # The toolkit sends the answer in this task, through ws_send: let exactly this object through.
+            self._sending = action
+            return Reply(action)
+        self._received = (websocket, data, model)
         return None
 
     @toolkit.hookimpl(tryfirst=True)  # check what the app sent, before other plugins change it
     def ws_send(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
-        if data is not self._sending.get():
+        if data is not self._sending:
             try:
                 self.outbound.validator.validate_json(data, strict=True)
             except ValidationError as exc:
@@ -340,9 +335,9 @@ class Channel(Generic[InT, OutT]):
             except UnexpectedFrameType:
                 action: Close | str | bytes = _UNSUPPORTED
             else:
-                received = messages._received.get()
+                received = messages._received
                 if received is not None and received[1] is data and received[0] is websocket:
-                    messages._received.set(None)  # consumed: the hook validated exactly this message
+                    messages._received = None  # consumed: the hook validated exactly this message
                     return received[2]
                 try:
                     return messages._parse(data)

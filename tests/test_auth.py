@@ -896,6 +896,33 @@ async def test_refused_message_when_the_client_already_left(no_secret_in_logs: p
     assert gate.open_connections == 0
 
 
+async def _authorize_async(user: User, data: str | bytes) -> bool:
+    return True
+
+
+@pytest.mark.parametrize(
+    ("authorize", "sync"), [(None, True), (no_forbidden, True), (_authorize_async, False)], ids=["none", "def", "async"]
+)
+def test_the_receive_hook_awaits_only_for_an_async_authorize(
+    authorize: Callable[[User, str | bytes], Any] | None, sync: bool
+) -> None:
+    # A plain-def hook keeps the whole ws_receive chain on the toolkit's fast path.
+    class Later(toolkit.Plugin):
+        def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None: ...
+
+    gate = AuthGate(tokens(), authorize=authorize)
+    manager = PluginManager()
+    manager.register(gate, name="gate")
+    manager.register(Later(), name="later")
+    chain = manager.chains.receive
+    assert chain is not None
+    assert chain.sync is sync
+    assert [impl.plugin_name for impl in chain.impls] == ["gate", "later"]  # tryfirst, either way
+    other = AuthGate(tokens())  # the async variant belongs to one instance only
+    assert PluginManager(other).chains.receive is not None
+    assert PluginManager(other).chains.receive.sync  # type: ignore[union-attr]
+
+
 async def _authorize_hangs(user: User, data: str | bytes) -> bool:
     await anyio.sleep_forever()
     raise AssertionError("unreachable")

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import math
 import time
+import types
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar, cast, final, overload
 
 import anyio
 
 import toolkit
-from toolkit import Accept, AcceptResult, Close, ClosedBy, DenialResponse, MessageResult, WebSocket, WebSocketDisconnect
+from toolkit import (
+    Accept,
+    AcceptResult,
+    Close,
+    ClosedBy,
+    DenialResponse,
+    MessageResult,
+    ReceiveResult,
+    Reply,
+    WebSocket,
+)
 
 from ._credentials import AuthInfo, Credential
 from ._sources import Bearer, MalformedCredential, Source, Subprotocol
@@ -31,6 +41,7 @@ _UNAUTHORIZED_CLOSE: Final = Close(1008, "unauthorized")
 _FORBIDDEN: Final = DenialResponse(403, "forbidden")
 #: The error message sent for a refused message with ``on_refused="error"``.
 FORBIDDEN_ERROR: Final = '{"type":"error","error":"forbidden"}'
+_FORBIDDEN_REPLY: Final = Reply(FORBIDDEN_ERROR)
 
 
 class AuthCallbackError(RuntimeError):
@@ -153,6 +164,8 @@ class AuthGate(toolkit.Plugin, Generic[P]):
         self._verifier_async = _is_async(verifier)
         self._allow_async = _is_async(allow)
         self._authorize_async = _is_async(authorize)
+        if self._authorize_async:  # the hook must await it: this instance's ws_receive is async
+            self.__dict__["ws_receive"] = types.MethodType(_receive_awaiting, self)
         self._token_subprotocols = tuple(source for source in sources if isinstance(source, Subprotocol))
         challenge = ((b"www-authenticate", b"Bearer"),) if any(isinstance(s, Bearer) for s in sources) else ()
         self._unauthorized = DenialResponse(401, "unauthorized", challenge)
@@ -207,22 +220,22 @@ class AuthGate(toolkit.Plugin, Generic[P]):
         return None
 
     @toolkit.hookimpl(tryfirst=True)
-    async def ws_receive(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> ReceiveResult:
+        # A plain def, so a chain of plain-def plugins stays on the toolkit's fast path. With an
+        # async `authorize`, __init__ puts _receive_awaiting in its place, for this instance only.
         principal = self._sessions.get(websocket)
         if principal is None or self._expired(principal):
             logger.debug("closing: the credential has expired (or the connection never authenticated)")
             return _UNAUTHORIZED_CLOSE
-        if self.authorize is None or await self._check(
-            "authorize", self.authorize, self._authorize_async, principal, data
+        if self.authorize is None or self._verdict(
+            "authorize", _call_sync("authorize", self.authorize, principal, data)
         ):
             return None
+        return self._refused()
+
+    def _refused(self) -> Close | Reply:
         logger.debug("refused a message: authorize returned False")
-        if self.on_refused == "close":
-            return _UNAUTHORIZED_CLOSE
-        # If the client left (or a plugin closed), the toolkit sees it and reports it to the app.
-        with contextlib.suppress(WebSocketDisconnect):
-            await websocket.send_text(FORBIDDEN_ERROR)
-        return toolkit.DROP
+        return _UNAUTHORIZED_CLOSE if self.on_refused == "close" else _FORBIDDEN_REPLY
 
     @toolkit.hookimpl(tryfirst=True)
     def ws_send(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
@@ -255,15 +268,7 @@ class AuthGate(toolkit.Plugin, Generic[P]):
     async def _call(self, what: str, function: Callable[..., Any], is_async: bool, *args: object) -> object:
         """Call a user callable; any failure becomes :class:`AuthCallbackError`, never a yes."""
         if not is_async:
-            try:
-                result = function(*args)
-            except Exception as exc:
-                raise AuthCallbackError(f"{what} raised") from exc
-            if inspect.isawaitable(result):
-                if inspect.iscoroutine(result):
-                    result.close()  # never awaited, by design: close it so no warning fires
-                raise AuthCallbackError(f"{what} returned an awaitable from a plain def; declare it async def")
-            return result
+            return _call_sync(what, function, *args)
         deadline: anyio.CancelScope | None = None
         try:
             with anyio.fail_after(self.timeout) as deadline:
@@ -275,7 +280,10 @@ class AuthGate(toolkit.Plugin, Generic[P]):
         return result
 
     async def _check(self, what: str, function: Callable[..., Any], is_async: bool, *args: object) -> bool:
-        result = await self._call(what, function, is_async, *args)
+        return self._verdict(what, await self._call(what, function, is_async, *args))
+
+    @staticmethod
+    def _verdict(what: str, result: object) -> bool:
         if isinstance(result, bool):
             return result
         raise AuthCallbackError(f"{what} returned a {type(result).__name__}, not a bool")
@@ -307,3 +315,30 @@ class AuthGate(toolkit.Plugin, Generic[P]):
 
     def __repr__(self) -> str:
         return f"AuthGate(sources={list(self.sources)!r}, timeout={self.timeout:g})"
+
+
+def _call_sync(what: str, function: Callable[..., Any], *args: object) -> object:
+    """Call a plain-def user callable; any failure becomes :class:`AuthCallbackError`, never a yes."""
+    try:
+        result = function(*args)
+    except Exception as exc:
+        raise AuthCallbackError(f"{what} raised") from exc
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()  # never awaited, by design: close it so no warning fires
+        raise AuthCallbackError(f"{what} returned an awaitable from a plain def; declare it async def")
+    return result
+
+
+# Not a method of AuthGate, so pluggy does not find it on the class: AuthGate.__init__ binds it
+# as an instance's `ws_receive` when `authorize` is async. The marker gives it the same order.
+@toolkit.hookimpl(tryfirst=True)
+async def _receive_awaiting(self: AuthGate[Any], websocket: WebSocket, data: str | bytes) -> ReceiveResult:
+    principal = self._sessions.get(websocket)
+    if principal is None or self._expired(principal):
+        logger.debug("closing: the credential has expired (or the connection never authenticated)")
+        return _UNAUTHORIZED_CLOSE
+    assert self.authorize is not None  # noqa: S101 - only bound when there is one
+    if await self._check("authorize", self.authorize, True, principal, data):
+        return None
+    return self._refused()

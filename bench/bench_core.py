@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import platform
@@ -24,10 +23,10 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol
 
 import starlette.websockets
+from _harness import SCOPE, distribution, ns, quantile, spread, timed, timed_floor, transport
 
 import toolkit
 from toolkit import Message, Receive, Scope, Send
@@ -138,67 +137,6 @@ CASES = (
 
 # --- the transport --------------------------------------------------------------------------------
 
-SCOPE: Scope = {
-    "type": "websocket",
-    "asgi": {"version": "3.0", "spec_version": "2.4"},
-    "scheme": "ws",
-    "server": ("127.0.0.1", 8000),
-    "client": ("127.0.0.1", 50000),
-    "root_path": "",
-    "path": "/ws",
-    "raw_path": b"/ws",
-    "query_string": b"",
-    "headers": [(b"host", b"127.0.0.1:8000")],
-    "subprotocols": [],
-    "extensions": {},
-}
-
-
-def transport(payload: str, n: int, sent: list[Message] | None = None) -> tuple[Receive, Send]:
-    """``receive`` hands out a connect then ``n`` pre-built text messages; ``send`` discards (or records)."""
-    messages: list[Message] = [{"type": "websocket.connect"}]
-    messages += [{"type": "websocket.receive", "text": payload} for _ in range(n)]
-    next_message = iter(messages).__next__
-
-    async def receive() -> Message:
-        return next_message()
-
-    if sent is None:
-
-        async def send(message: Message) -> None:
-            return None
-
-    else:
-        record = sent.append
-
-        async def send(message: Message) -> None:
-            record(message)
-
-    return receive, send
-
-
-async def timed(factory: Factory, endpoint: Endpoint, payload: str, n: int) -> float:
-    """Seconds to push ``n`` messages through a fresh, accepted socket (set-up not included)."""
-    receive, send = transport(payload, n)
-    ws = factory(dict(SCOPE), receive, send)
-    await ws.accept()
-    gc.collect()
-    start = time.perf_counter()
-    await endpoint(ws, n)
-    return time.perf_counter() - start
-
-
-async def timed_floor(n: int) -> float:
-    """Seconds for the same text echo straight over the transport, no WebSocket: the part both sides share."""
-    receive, send = transport(TEXT, n)
-    await receive()
-    gc.collect()
-    start = time.perf_counter()
-    for _ in range(n):
-        message = await receive()
-        await send({"type": "websocket.send", "text": message["text"]})
-    return time.perf_counter() - start
-
 
 async def verify(case: Case) -> None:
     """Both sides must echo the payload unchanged (the same text, for JSON too) before timing counts."""
@@ -232,11 +170,6 @@ class Result:
         return sorted(o / t for o, t in zip(self.ours, self.theirs, strict=True))
 
 
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 async def calibrate(case: Case, round_seconds: float) -> int:
     """Messages per round so that Starlette's side of a round takes about ``round_seconds``."""
     n = 200
@@ -261,7 +194,7 @@ async def run(cases: list[Case], seconds: float, round_seconds: float, min_round
     floor_n = 2000
     deadline = time.perf_counter() + seconds
     while progress.rounds < min_rounds or time.perf_counter() < deadline:
-        progress.floor.append(await timed_floor(floor_n) / floor_n)
+        progress.floor.append(await timed_floor(TEXT, floor_n) / floor_n)
         # A/B in even rounds, B/A in odd ones: neither side always runs first (warm caches, GC debt).
         for result in progress.results:
             case = result.case
@@ -275,22 +208,6 @@ async def run(cases: list[Case], seconds: float, round_seconds: float, min_round
 
 
 # --- the report -----------------------------------------------------------------------------------
-
-
-def ns(seconds: float) -> str:
-    return f"{seconds * 1e9:,.0f}"
-
-
-def iqr(samples: list[float]) -> str:
-    median = statistics.median(samples)
-    return f"±{(quantile(samples, 0.75) - quantile(samples, 0.25)) / 2 / median:.1%}"
-
-
-def distribution(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "(not installed)"
 
 
 def report(run: Run, backend: str, elapsed: float) -> bool:
@@ -313,14 +230,14 @@ def report(run: Run, backend: str, elapsed: float) -> bool:
         ok &= met
         print(
             f"{'(' + case.key + ') ' + case.title:<48} {result.n:>6} "
-            f"{ns(statistics.median(result.ours)):>7} {iqr(result.ours):>7} "
-            f"{ns(statistics.median(result.theirs)):>9} {iqr(result.theirs):>7} "
+            f"{ns(statistics.median(result.ours)):>7} {spread(result.ours):>7} "
+            f"{ns(statistics.median(result.theirs)):>9} {spread(result.theirs):>7} "
             f"{result.ratio:>6.2f} {quantile(paired, 0.1):>5.2f}-{quantile(paired, 0.9):<5.2f} "
             f"{'<= ' + format(case.target, '.1f'):>7} {'met' if met else 'MISSED':>6}"
         )
     print(
         f"Shared by both sides (transport + loop, no WebSocket): {ns(statistics.median(run.floor))} ns/msg "
-        f"{iqr(run.floor)}, included in the times above."
+        f"{spread(run.floor)}, included in the times above."
     )
     print(
         "ns/msg: median time per echoed message (receive + send) with ±half the interquartile range; "

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import platform
@@ -26,10 +25,10 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, Literal
 
 import starlette.websockets
+from _harness import SCOPE, distribution, ns, quantile, spread, timed, timed_floor, transport
 from pydantic import BaseModel, Field, TypeAdapter
 from toolkit_messages import Messages
 
@@ -207,67 +206,6 @@ CASES = (
 
 # --- the transport ----------------------------------------------------------------------------------
 
-SCOPE: Scope = {
-    "type": "websocket",
-    "asgi": {"version": "3.0", "spec_version": "2.4"},
-    "scheme": "ws",
-    "server": ("127.0.0.1", 8000),
-    "client": ("127.0.0.1", 50000),
-    "root_path": "",
-    "path": "/ws",
-    "raw_path": b"/ws",
-    "query_string": b"",
-    "headers": [(b"host", b"127.0.0.1:8000")],
-    "subprotocols": [],
-    "extensions": {},
-}
-
-
-def transport(payload: str, n: int, sent: list[Message] | None = None) -> tuple[Receive, Send]:
-    """``receive`` hands out a connect then ``n`` pre-built text messages; ``send`` discards (or records)."""
-    messages: list[Message] = [{"type": "websocket.connect"}]
-    messages += [{"type": "websocket.receive", "text": payload} for _ in range(n)]
-    next_message = iter(messages).__next__
-
-    async def receive() -> Message:
-        return next_message()
-
-    if sent is None:
-
-        async def send(message: Message) -> None:
-            return None
-
-    else:
-        record = sent.append
-
-        async def send(message: Message) -> None:
-            record(message)
-
-    return receive, send
-
-
-async def timed(factory: Factory, endpoint: Endpoint, payload: str, n: int) -> float:
-    """Seconds to push ``n`` messages through a fresh, accepted socket (set-up not included)."""
-    receive, send = transport(payload, n)
-    ws = factory(dict(SCOPE), receive, send)
-    await ws.accept()
-    gc.collect()
-    start = time.perf_counter()
-    await endpoint(ws, n)
-    return time.perf_counter() - start
-
-
-async def timed_floor(payload: str, n: int) -> float:
-    """Seconds for a plain echo straight over the transport, no WebSocket, no validation."""
-    receive, send = transport(payload, n)
-    await receive()
-    gc.collect()
-    start = time.perf_counter()
-    for _ in range(n):
-        message = await receive()
-        await send({"type": "websocket.send", "text": message["text"]})
-    return time.perf_counter() - start
-
 
 async def verify(case: Case) -> None:
     """Both sides must send the same text, validated (a wrong type would not pass), before timing counts."""
@@ -300,11 +238,6 @@ class Result:
 
     def paired(self) -> list[float]:
         return sorted(o / t for o, t in zip(self.ours, self.theirs, strict=True))
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def calibrate(case: Case, round_seconds: float) -> int:
@@ -350,22 +283,6 @@ async def run(cases: list[Case], seconds: float, round_seconds: float, min_round
 # --- the report ---------------------------------------------------------------------------------------
 
 
-def ns(seconds: float) -> str:
-    return f"{seconds * 1e9:,.0f}"
-
-
-def iqr(samples: list[float]) -> str:
-    median = statistics.median(samples)
-    return f"±{(quantile(samples, 0.75) - quantile(samples, 0.25)) / 2 / median:.1%}"
-
-
-def distribution(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "(not installed)"
-
-
 def report(run: Run, backend: str, elapsed: float) -> bool:
     print(
         f"toolkit_messages (ws-toolkit {distribution('ws-toolkit')}) vs hand-written Starlette "
@@ -387,14 +304,14 @@ def report(run: Run, backend: str, elapsed: float) -> bool:
         ok &= met
         print(
             f"{'(' + case.key + ') ' + case.title:<40} {result.n:>6} "
-            f"{ns(statistics.median(result.ours)):>7} {iqr(result.ours):>7} "
-            f"{ns(statistics.median(result.theirs)):>9} {iqr(result.theirs):>7} "
+            f"{ns(statistics.median(result.ours)):>7} {spread(result.ours):>7} "
+            f"{ns(statistics.median(result.theirs)):>9} {spread(result.theirs):>7} "
             f"{result.ratio:>6.2f} {quantile(paired, 0.1):>5.2f}-{quantile(paired, 0.9):<5.2f} "
             f"{'<= ' + format(case.target, '.2f'):>8} {'met' if met else 'MISSED':>6}"
         )
     print(
         f"Shared by both sides (transport + loop, no WebSocket, no validation): {ns(statistics.median(run.floor))} "
-        f"ns/msg {iqr(run.floor)}, included in the times above."
+        f"ns/msg {spread(run.floor)}, included in the times above."
     )
     print(
         "ns/msg: median time per echoed message (receive, validate, serialise, send) with ±half the "

@@ -39,10 +39,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from typing import IO, Annotated, Final, Literal
 
 import uvicorn
+from _harness import distribution, quantile, spread
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
@@ -420,23 +420,6 @@ async def run(ws: str, shapes: list[int], seconds: float, measure_seconds: float
 
 
 # --- the report -------------------------------------------------------------------------------------
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def spread(samples: list[float]) -> str:
-    median = statistics.median(samples)
-    return f"±{(quantile(samples, 0.75) - quantile(samples, 0.25)) / 2 / median:.1%}"
-
-
-def distribution(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "(not installed)"
 
 
 def report(outcome: Run, ws: str, elapsed: float, measure_seconds: float) -> bool:

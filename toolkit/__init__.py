@@ -5,6 +5,7 @@ Everything public is importable from here; the underscored modules are private.
 
 from ._app import WebSocketApp
 from ._close import MAX_REASON_BYTES, Close
+from ._connstate import PluginState, StateKey
 from ._datastructures import URL, Address, Headers, QueryParams, State
 from ._discovery import (
     DISABLE_AUTOLOAD_ENV,
@@ -75,6 +76,7 @@ __all__ = [
     "PluginLoadError",
     "PluginLoadWarning",
     "PluginManager",
+    "PluginState",
     "PluginStatus",
     "PluginValidationError",
     "QueryParams",
@@ -85,6 +87,7 @@ __all__ = [
     "Scope",
     "Send",
     "State",
+    "StateKey",
     "ToolkitMiddleware",
     "UnexpectedFrameType",
     "WebSocket",

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, Final, NoReturn
 
 from ._close import Close, check_close
+from ._connstate import PluginState
 from ._datastructures import URL, Address, Headers, QueryParams, State, parse_cookies
 from ._exceptions import UnexpectedFrameType, WebSocketDenied, WebSocketDisconnect, WebSocketDisconnected
 from ._hookspecs import DROP, Accept, ClosedBy, Reply
@@ -108,6 +109,7 @@ class WebSocket(Mapping[str, Any]):
         self._ended = False
         self._response_parts: list[Message] | None = None
         self._denial_status = 403  # the HTTP status a denial showed the client (403: a close before accept)
+        self._plugin_state: PluginState | None = None
 
     # --- the scope, read-only -----------------------------------------------------------------
 
@@ -505,6 +507,16 @@ class WebSocket(Mapping[str, Any]):
         self._close_reason = reason
         if self._close_chain is not None:
             run_close(self._close_chain, self, code, reason, closed_by)
+        if self._plugin_state is not None:
+            self._plugin_state.clear()
+
+    @property
+    def plugin_state(self) -> PluginState:
+        """Per-connection state for plugins, keyed by :class:`toolkit.StateKey`; emptied after ``ws_close``."""
+        state = self._plugin_state
+        if state is None:
+            state = self._plugin_state = PluginState()
+        return state
 
     @property
     def has_denial_extension(self) -> bool:

@@ -4,7 +4,7 @@ Everything public is importable from here; the underscored modules are private.
 """
 
 from ._app import WebSocketApp
-from ._close import MAX_REASON_BYTES, Close
+from ._close import MAX_REASON_BYTES, Close, CloseCode
 from ._connstate import PluginState, StateKey
 from ._datastructures import URL, Address, Headers, QueryParams, State
 from ._discovery import (
@@ -60,6 +60,7 @@ __all__ = [
     "AcceptResult",
     "Address",
     "Close",
+    "CloseCode",
     "ClosedBy",
     "DenialResponse",
     "DenialResult",

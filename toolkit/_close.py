@@ -109,5 +109,5 @@ class Close:
 
     @classmethod
     def of(cls, code: CloseCode, reason: str | None = None) -> Close:
-        """``Close(code, reason)``, the reason defaulting to the code's own (``Close.of(CloseCode.MESSAGE_TOO_BIG)``)."""
+        """``Close(code, reason)``, the reason defaulting to the code's own: ``Close.of(CloseCode.MESSAGE_TOO_BIG)``."""
         return cls(code, code.reason if reason is None else reason)

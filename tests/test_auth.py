@@ -914,13 +914,13 @@ def test_the_receive_hook_awaits_only_for_an_async_authorize(
     manager = PluginManager()
     manager.register(gate, name="gate")
     manager.register(Later(), name="later")
-    chain = manager.chains.receive
+    chain = manager.chains.get("ws_receive")
     assert chain is not None
-    assert chain.sync is sync
+    assert (chain.run_sync is not None) is sync
     assert [impl.plugin_name for impl in chain.impls] == ["gate", "later"]  # tryfirst, either way
     other = AuthGate(tokens())  # the async variant belongs to one instance only
-    assert PluginManager(other).chains.receive is not None
-    assert PluginManager(other).chains.receive.sync  # type: ignore[union-attr]
+    assert PluginManager(other).chains.get("ws_receive") is not None
+    assert PluginManager(other).chains.get("ws_receive").run_sync is not None  # type: ignore[union-attr]
 
 
 async def _authorize_hangs(user: User, data: str | bytes) -> bool:

@@ -246,8 +246,8 @@ def test_strict_raises_on_the_first_failure_and_registers_nothing(make_dist: Mak
     assert isinstance(error.value.__cause__, ModuleNotFoundError)
     assert error.value.plugin.distribution == "broken-plugins"
     assert manager.list_name_plugin() == [("_Observer", observer)]
-    assert manager.chains.accept is None  # the example's hooks are gone
-    assert manager.chains.close is not None
+    assert manager.chains.get("ws_accept") is None  # the example's hooks are gone
+    assert manager.chains.get("ws_close") is not None
 
 
 class _Observer:
@@ -326,7 +326,7 @@ def test_modules_objects_classes_and_factories(make_dist: MakeDist) -> None:
         "as-object": "object",
     }
     # Registered in name order, so the last name runs first (as for any registration).
-    chain = manager.chains.receive
+    chain = manager.chains.get("ws_receive")
     assert chain is not None
     assert [impl.plugin_name for impl in chain.impls] == loaded[::-1]
 

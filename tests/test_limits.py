@@ -198,15 +198,15 @@ def test_bytes_are_measured_by_length(size: int, max_bytes: int) -> None:
 
 def test_size_limit_hooks_are_sync_and_ordered() -> None:
     manager = PluginManager(MessageSizeLimit(8), OutboundSizeLimit(8))
-    receive, send = manager.chains.receive, manager.chains.send
+    receive, send = manager.chains.get("ws_receive"), manager.chains.get("ws_send")
     assert receive is not None
     assert send is not None
-    assert receive.sync  # a sync chain runs without awaiting
-    assert send.sync
+    assert receive.run_sync is not None  # a sync chain runs without awaiting
+    assert send.run_sync is not None
     # Inbound first (measures what the client sent), outbound last (measures what goes out).
     later = Recorder()
     manager.register(later)
-    receive, send = manager.chains.receive, manager.chains.send
+    receive, send = manager.chains.get("ws_receive"), manager.chains.get("ws_send")
     assert receive is not None
     assert send is not None
     assert receive.impls[0].plugin_name == "MessageSizeLimit"
@@ -393,8 +393,8 @@ async def test_one_clock_read_per_message_and_sync_hooks() -> None:
     await run_timed(limit, clock, [(1.0, "a"), (1.0, "b")])
     assert clock.calls == 2
     manager = PluginManager(limit)
-    assert manager.chains.receive is not None
-    assert manager.chains.receive.sync
+    assert manager.chains.get("ws_receive") is not None
+    assert manager.chains["ws_receive"].run_sync is not None
     assert manager.hooks_of(limit) == ["ws_close", "ws_receive"]
 
 

@@ -28,7 +28,11 @@ from ._exceptions import (
     WebSocketDisconnect,
     WebSocketDisconnected,
 )
-from ._hookspecs import (
+from ._hookspecs import Plugin, hookimpl
+from ._middleware import ToolkitMiddleware
+from ._plugins import HookImplementation, PluginManager
+from ._responses import DenialResponse, WebSocketClose
+from ._results import (
     DROP,
     Accept,
     AcceptResult,
@@ -36,14 +40,9 @@ from ._hookspecs import (
     DenialResult,
     Drop,
     MessageResult,
-    Plugin,
     ReceiveResult,
     Reply,
-    hookimpl,
 )
-from ._middleware import ToolkitMiddleware
-from ._plugins import PluginManager
-from ._responses import DenialResponse, WebSocketClose
 from ._stack import Middleware, RoutePlugins, compose
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from ._websocket import WebSocket, WebSocketState
@@ -66,6 +65,7 @@ __all__ = [
     "DenialResult",
     "Drop",
     "Headers",
+    "HookImplementation",
     "InvalidJSON",
     "InvalidUTF8",
     "Message",

@@ -10,7 +10,6 @@ then the order in which a connection would call them. The plugins are loaded int
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -24,37 +23,31 @@ from ._discovery import (
     find_plugins,
     load_one,
 )
-from ._hookspecs import HOOK_NAMES
 from ._plugins import PluginManager
 
 __all__ = ["main"]
 
 
-def _hooks(manager: PluginManager, plugin: object) -> list[dict[str, Any]]:
-    hooks: list[dict[str, Any]] = []
-    for caller in manager.pluggy.get_hookcallers(plugin) or ():
-        for impl in caller.get_hookimpls():
-            if impl.plugin is plugin:
-                hooks.append(
-                    {
-                        "name": caller.name,
-                        "tryfirst": impl.tryfirst,
-                        "trylast": impl.trylast,
-                        "wrapper": impl.wrapper,
-                        "async": inspect.iscoroutinefunction(impl.function),
-                    }
-                )
-    hooks.sort(key=lambda hook: HOOK_NAMES.index(hook["name"]))
-    return hooks
+def _hooks(manager: PluginManager, name: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": impl.hook,
+            "tryfirst": impl.tryfirst,
+            "trylast": impl.trylast,
+            "wrapper": impl.wrapper,
+            "async": impl.is_async,
+        }
+        for impls in manager.hook_order().values()
+        for impl in impls
+        if impl.plugin_name == name
+    ]
 
 
 def _call_order(manager: PluginManager) -> dict[str, list[str]]:
-    order: dict[str, list[str]] = {}
-    for hook_name in HOOK_NAMES:
-        # pluggy keeps implementations in reverse call order, wrappers last: reversed, wrappers come first.
-        impls = reversed(getattr(manager.pluggy.hook, hook_name).get_hookimpls())
-        order[hook_name] = [impl.plugin_name + (" (wrapper)" if impl.wrapper else "") for impl in impls]
-    return order
+    return {
+        hook: [impl.plugin_name + (" (wrapper)" if impl.wrapper else "") for impl in impls]
+        for hook, impls in manager.hook_order().items()
+    }
 
 
 def report(skip: Sequence[str] = ()) -> dict[str, Any]:
@@ -78,7 +71,7 @@ def report(skip: Sequence[str] = ()) -> dict[str, Any]:
                 entry["status"], entry["reason"] = "failed", failure.problem
             else:
                 entry["status"] = "active"
-                entry["hooks"] = _hooks(manager, manager.pluggy.get_plugin(found.name))
+                entry["hooks"] = _hooks(manager, found.name)
         plugins.append(entry)
     return {
         "group": ENTRY_POINT_GROUP,
@@ -110,7 +103,7 @@ def _print_text(data: dict[str, Any]) -> None:
             print(f"  status: {status} ({plugin['reason']})")
     if active:
         print("\ncall order (first to last, wrappers outermost first):")
-        width = max(map(len, HOOK_NAMES))
+        width = max(map(len, data["call_order"]))
         for hook_name, names in data["call_order"].items():
             print(f"  {hook_name:<{width}}  {', '.join(names) or '-'}")
 

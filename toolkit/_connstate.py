@@ -10,7 +10,7 @@ exactly as long as the connection: it is emptied right after ``ws_close``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Generic, TypeVar, final, overload
+from typing import Any, Generic, TypeVar, final, overload
 
 __all__ = ["PluginState", "StateKey"]
 
@@ -50,18 +50,18 @@ class PluginState:
     __slots__ = ("_values",)
 
     def __init__(self) -> None:
-        self._values: dict[StateKey[object], object] = {}
+        self._values: dict[StateKey[Any], object] = {}
 
     def __getitem__(self, key: StateKey[T]) -> T:
         try:
-            return self._values[key]  # type: ignore[index,return-value]
+            return self._values[key]  # type: ignore[return-value]
         except KeyError:
             raise KeyError(f"{key!r} is not set on this connection") from None
 
     def __setitem__(self, key: StateKey[T], value: T) -> None:
-        self._values[key] = value  # type: ignore[index]
+        self._values[key] = value
 
-    def __delitem__(self, key: StateKey[object]) -> None:
+    def __delitem__(self, key: StateKey[Any]) -> None:
         try:
             del self._values[key]
         except KeyError:
@@ -73,7 +73,7 @@ class PluginState:
     def __len__(self) -> int:
         return len(self._values)
 
-    def __iter__(self) -> Iterator[StateKey[object]]:
+    def __iter__(self) -> Iterator[StateKey[Any]]:
         return iter(self._values)
 
     @overload
@@ -82,11 +82,11 @@ class PluginState:
     def get(self, key: StateKey[T], default: D) -> T | D: ...
     def get(self, key: StateKey[T], default: object = None) -> object:
         """The key's value, or ``default`` (``None``) when it is not set."""
-        return self._values.get(key, default)  # type: ignore[arg-type]
+        return self._values.get(key, default)
 
     def setdefault(self, key: StateKey[T], default: T) -> T:
         """The key's value; when unset, set it to ``default`` first."""
-        return self._values.setdefault(key, default)  # type: ignore[arg-type,return-value]
+        return self._values.setdefault(key, default)  # type: ignore[return-value]
 
     @overload
     def pop(self, key: StateKey[T]) -> T | None: ...
@@ -94,7 +94,7 @@ class PluginState:
     def pop(self, key: StateKey[T], default: D) -> T | D: ...
     def pop(self, key: StateKey[T], default: object = None) -> object:
         """Remove the key and return its value, or ``default`` (``None``) when it was not set."""
-        return self._values.pop(key, default)  # type: ignore[arg-type]
+        return self._values.pop(key, default)
 
     def clear(self) -> None:
         """Forget every value (the core calls it after ``ws_close``)."""

@@ -171,7 +171,7 @@ def load_plugins(
         except PluginLoadError as failure:
             if strict:
                 for name in reversed(loaded):
-                    manager.unregister(manager.pluggy.get_plugin(name))
+                    manager.unregister(manager.get_plugin(name))
                 raise
             warnings.warn(PluginLoadWarning(str(failure), plugin, failure.__cause__), stacklevel=2)
     return loaded
@@ -180,7 +180,7 @@ def load_plugins(
 def load_one(manager: PluginManager, plugin: PluginEntryPoint) -> str:
     """Import, build and register one plugin; raise :class:`PluginLoadError` naming what went wrong."""
     assert plugin.entry_point is not None  # noqa: S101 - always set by find_plugins
-    if manager.pluggy.has_plugin(plugin.name):
+    if manager.has_plugin(plugin.name):
         raise PluginLoadError(plugin, f"a plugin named {plugin.name!r} is already registered")
     try:
         target = plugin.entry_point.load()

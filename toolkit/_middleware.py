@@ -73,14 +73,7 @@ class ToolkitMiddleware:
 
 
 def _has_hooks(plugins: PluginManager) -> bool:
-    chains = plugins.chains
-    return not (
-        chains.accept is None
-        and chains.receive is None
-        and chains.send is None
-        and chains.close is None
-        and chains.denial is None
-    )
+    return bool(plugins.chains)
 
 
 @final

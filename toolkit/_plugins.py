@@ -1,83 +1,45 @@
-"""The plugin manager and the typed layer through which the core calls hooks.
+"""The plugin manager: registers plugins with pluggy and builds each hook's call chain from them.
 
-pluggy finds, validates and orders the implementations; this module calls them
-itself, because pluggy's callers neither await coroutines nor isolate a failing
-plugin. Each hook's implementations are flattened into a :class:`Chain` when a
-plugin is (un)registered, so a message costs one ``is None`` test per hook when
-no plugin implements it.
+pluggy finds, validates and orders the implementations; toolkit/_chains.py
+calls them. The chains are rebuilt (and the sync ones compiled) whenever a
+plugin is registered or unregistered, never per connection or per message;
+a connection takes the manager's chains once, when it starts.
 """
 
 from __future__ import annotations
 
 import inspect
-import logging
 import types
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, cast, final
+from types import MappingProxyType
+from typing import Any, cast, final
 
 import pluggy
 
-from ._close import Close
+from ._chains import Chain, Chains, Impl, build_chain, is_async
 from ._exceptions import PluginValidationError
-from ._hookspecs import ASYNC_HOOKS, DROP, HOOK_NAMES, PROJECT, Accept, ClosedBy, Drop, HookSpecs, Reply
-from ._responses import DenialResponse
+from ._hookspecs import HOOKS, PROJECT, HookSpecs
 
-if TYPE_CHECKING:
-    from ._websocket import WebSocket
-
-__all__ = ["Chain", "Chains", "HookFailure", "PluginManager", "log_failure", "log_hook_failure", "logger"]
-
-#: The toolkit's logger; plugin failures are reported here, once each, with the plugin's name.
-logger: Final = logging.getLogger("toolkit")
-
-
-class HookFailure(Exception):
-    """A hook implementation raised or returned something it may not. Internal: mapped to 1011 or a denial."""
-
-    def __init__(self, plugin_name: str, hook_name: str, problem: str) -> None:
-        super().__init__(f"plugin {plugin_name!r} failed in {hook_name}: {problem}")
-        self.plugin_name = plugin_name
-        self.hook_name = hook_name
-        self.problem = problem
+__all__ = ["HookImplementation", "PluginManager"]
 
 
 @final
 @dataclass(frozen=True, slots=True)
-class Impl:
-    """One hook implementation, ready to call with the hook's arguments in spec order."""
+class HookImplementation:
+    """One plugin's implementation of one hook, as :meth:`PluginManager.hook_order` lists it."""
 
+    #: The hook's name, e.g. ``"ws_receive"``.
+    hook: str
+    #: The name the plugin was registered under.
     plugin_name: str
-    call: Callable[..., Any]
+    plugin: object
+    #: A ``wrapper=True`` generator (runs around the others).
+    wrapper: bool
+    tryfirst: bool
+    trylast: bool
+    #: An ``async def`` implementation.
     is_async: bool
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Chain:
-    """The implementations of one hook, in call order, split into wrappers and plain ones."""
-
-    name: str
-    impls: tuple[Impl, ...]
-    #: ``wrapper=True`` generators, outermost first.
-    wrappers: tuple[Impl, ...]
-    #: True when no implementation is async and there is no wrapper: the chain runs without awaiting.
-    sync: bool
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Chains:
-    """One :class:`Chain` per hook, ``None`` where nothing implements the hook."""
-
-    accept: Chain | None = None
-    receive: Chain | None = None
-    send: Chain | None = None
-    close: Chain | None = None
-    denial: Chain | None = None
-
-
-NO_CHAINS: Final = Chains()
 
 
 def _adapt(
@@ -98,12 +60,6 @@ def _adapt(
     return adapted
 
 
-def _is_async(function: object) -> bool:
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
-        inspect.getattr_static(type(function), "__call__", None)
-    )
-
-
 class _Pluggy(pluggy.PluginManager):
     """pluggy, taught that undecorated ``ws_*`` methods are implementations too.
 
@@ -116,6 +72,8 @@ class _Pluggy(pluggy.PluginManager):
         opts = super().parse_hookimpl_opts(plugin, name)
         if opts is None and name.startswith("ws_") and callable(getattr(plugin, name, None)):
             static = inspect.getattr_static(plugin, name)
+            if static is inspect.getattr_static(HookSpecs, name, None):
+                return None  # a toolkit.Plugin subclass that leaves this hook out inherits its declaration
             if isinstance(static, types.MemberDescriptorType):  # a __slots__ slot: pluggy reads its value
                 static = getattr(plugin, name)
             if not isinstance(static, (types.FunctionType, types.MethodType, staticmethod, classmethod)):
@@ -140,7 +98,7 @@ class PluginManager:
     def __init__(self, *plugins: object) -> None:
         self._pluggy = _Pluggy(PROJECT)
         self._pluggy.add_hookspecs(HookSpecs)
-        self._chains = NO_CHAINS
+        self._chains: Chains = _NO_CHAINS
         for plugin in plugins:
             self.register(plugin)
 
@@ -151,7 +109,7 @@ class PluginManager:
 
     @property
     def chains(self) -> Chains:
-        """The current call chains; a connection takes them once, when it starts."""
+        """The current call chains by hook name (implemented hooks only); a connection takes them once."""
         return self._chains
 
     def register(self, plugin: object, name: str | None = None) -> str:
@@ -191,15 +149,51 @@ class PluginManager:
         self._chains = self._build()
 
     def is_registered(self, plugin: object) -> bool:
+        """Whether ``plugin`` (the object itself) is registered."""
         return self._pluggy.is_registered(plugin)
+
+    def has_plugin(self, name: str) -> bool:
+        """Whether a plugin is registered under ``name``."""
+        return self._pluggy.has_plugin(name)
+
+    def get_plugin(self, name: str) -> object | None:
+        """The plugin registered under ``name``, or ``None``."""
+        plugin: object | None = self._pluggy.get_plugin(name)
+        return plugin
 
     def list_name_plugin(self) -> list[tuple[str, object]]:
         """``(name, plugin)`` pairs for every registered plugin."""
         return self._pluggy.list_name_plugin()
 
     def hooks_of(self, plugin: object) -> list[str]:
-        """The names of the hooks the plugin implements."""
+        """The names of the hooks the plugin implements, sorted."""
         return sorted(caller.name for caller in self._pluggy.get_hookcallers(plugin) or ())
+
+    def hook_order(self) -> dict[str, list[HookImplementation]]:
+        """Every hook's implementations in the order they run: wrappers (outermost first), then the others.
+
+        pluggy's order, made visible: ``tryfirst`` first, ``trylast`` last, otherwise
+        the most recently registered plugin first.
+        """
+        order: dict[str, list[HookImplementation]] = {}
+        for name in HOOKS:
+            caller: pluggy.HookCaller = getattr(self._pluggy.hook, name)
+            # pluggy keeps implementations in reverse call order, wrappers last.
+            impls = list(reversed(caller.get_hookimpls()))
+            impls.sort(key=lambda impl: not impl.wrapper)  # stable: wrappers first, each group in order
+            order[name] = [
+                HookImplementation(
+                    name,
+                    impl.plugin_name,
+                    impl.plugin,
+                    impl.wrapper,
+                    impl.tryfirst,
+                    impl.trylast,
+                    is_async(impl.function),
+                )
+                for impl in impls
+            ]
+        return order
 
     def _check(self, plugin_name: str) -> None:
         plugin = self._pluggy.get_plugin(plugin_name)
@@ -209,280 +203,32 @@ class PluginManager:
                     continue
                 where = f"plugin {plugin_name!r}, {caller.name}"
                 if not caller.has_spec():
-                    known = ", ".join(HOOK_NAMES)
+                    known = ", ".join(HOOKS)
                     raise PluginValidationError(f"{where}: there is no such hook (known hooks: {known})")
                 if impl.hookwrapper:
                     raise PluginValidationError(f"{where}: old-style hookwrapper is not supported, use wrapper=True")
                 if impl.wrapper and not inspect.isgeneratorfunction(impl.function):
                     raise PluginValidationError(f"{where}: a wrapper must be a plain generator function (yield once)")
-                if not impl.wrapper and caller.name not in ASYNC_HOOKS and _is_async(impl.function):
+                if not impl.wrapper and not HOOKS[caller.name].policy.may_await and is_async(impl.function):
                     raise PluginValidationError(f"{where}: {caller.name} cannot await; implement it with a plain def")
 
     def _build(self) -> Chains:
-        chains: dict[str, Chain | None] = {}
-        for hook_name in HOOK_NAMES:
-            caller: pluggy.HookCaller = getattr(self._pluggy.hook, hook_name)
-            assert caller.spec is not None  # noqa: S101 - registered in __init__
-            spec_args = caller.spec.argnames
+        chains: dict[str, Chain] = {}
+        for name, spec in HOOKS.items():
+            caller: pluggy.HookCaller = getattr(self._pluggy.hook, name)
             impls: list[Impl] = []
             wrappers: list[Impl] = []
             # pluggy keeps implementations in reverse call order, wrappers last.
             for hookimpl in reversed(caller.get_hookimpls()):
                 impl = Impl(
                     hookimpl.plugin_name,
-                    _adapt(hookimpl.function, hookimpl.argnames, spec_args),
-                    _is_async(hookimpl.function),
+                    _adapt(hookimpl.function, hookimpl.argnames, spec.argnames),
+                    is_async(hookimpl.function),
                 )
                 (wrappers if hookimpl.wrapper else impls).append(impl)
             if impls or wrappers:
-                sync = not wrappers and not any(i.is_async for i in impls)
-                chains[hook_name] = Chain(hook_name, tuple(impls), tuple(wrappers), sync)
-            else:
-                chains[hook_name] = None
-        return Chains(
-            accept=chains["ws_accept"],
-            receive=chains["ws_receive"],
-            send=chains["ws_send"],
-            close=chains["ws_close"],
-            denial=chains["ws_denial"],
-        )
+                chains[name] = build_chain(name, spec.policy, spec.argnames, tuple(impls), tuple(wrappers))
+        return MappingProxyType(chains)
 
 
-# --- calling the chains -------------------------------------------------------------------------
-#
-# Each runner returns the final value or raises HookFailure naming the plugin. Exceptions
-# that are not `Exception` (cancellation, KeyboardInterrupt) pass through untouched.
-
-
-def _bad_result(impl: Impl, hook_name: str, result: object) -> HookFailure:
-    if inspect.isawaitable(result):
-        if inspect.iscoroutine(result):
-            result.close()
-        return HookFailure(impl.plugin_name, hook_name, "returned an awaitable from a plain def; declare it async def")
-    return HookFailure(impl.plugin_name, hook_name, f"returned an unsupported {type(result).__name__}")
-
-
-def _final(impl: Impl, chain: Chain, result: object) -> Drop | Close | Reply:
-    """A result that ends the chain (``DROP``, ``Close``, a ``ws_receive``'s ``Reply``), or the plugin's failure."""
-    if result is DROP:
-        return DROP
-    if isinstance(result, (Close, Reply)):
-        if isinstance(result, Close) or chain.name == "ws_receive":
-            return result
-        raise HookFailure(impl.plugin_name, chain.name, "returned Reply, which only ws_receive may return")
-    raise _bad_result(impl, chain.name, result)
-
-
-def run_message_sync(chain: Chain, websocket: WebSocket, data: str | bytes) -> str | bytes | Drop | Close | Reply:
-    """Run a sync-only ``ws_receive``/``ws_send`` chain; the per-message hot path."""
-    for impl in chain.impls:
-        try:
-            result = impl.call(websocket, data)
-        except Exception as exc:
-            raise HookFailure(impl.plugin_name, chain.name, "raised") from exc
-        if result is None:
-            continue
-        if isinstance(result, (str, bytes)):
-            data = result
-        else:
-            return _final(impl, chain, result)
-    return data
-
-
-async def run_message(chain: Chain, websocket: WebSocket, data: str | bytes) -> str | bytes | Drop | Close | Reply:
-    """Run a ``ws_receive``/``ws_send`` chain that has async implementations or wrappers."""
-    if not chain.wrappers:  # the common async case: no closure, no wrapper machinery
-        return await _message_impls(chain, websocket, data)
-    outcome = await _wrapped(chain, (websocket, data), lambda: _message_impls(chain, websocket, data))
-    if not (
-        isinstance(outcome, (str, bytes, Close))
-        or outcome is DROP
-        or (isinstance(outcome, Reply) and chain.name == "ws_receive")
-    ):
-        raise HookFailure(chain.wrappers[0].plugin_name, chain.name, "a wrapper returned an unsupported result")
-    return outcome
-
-
-async def _message_impls(chain: Chain, websocket: WebSocket, data: str | bytes) -> str | bytes | Drop | Close | Reply:
-    for impl in chain.impls:
-        try:
-            result = impl.call(websocket, data)
-            if impl.is_async:
-                result = await result
-        except Exception as exc:
-            raise HookFailure(impl.plugin_name, chain.name, "raised") from exc
-        if result is None:
-            continue
-        if isinstance(result, (str, bytes)):
-            data = result
-        else:
-            return _final(impl, chain, result)
-    return data
-
-
-async def run_accept(chain: Chain, websocket: WebSocket, accept: Accept) -> Accept | DenialResponse:
-    """Run ``ws_accept``: each implementation sees the accept as left by the previous one."""
-
-    async def inner() -> Accept | DenialResponse:
-        current = accept
-        for impl in chain.impls:
-            try:
-                result = impl.call(websocket, current)
-                if impl.is_async:
-                    result = await result
-            except Exception as exc:
-                raise HookFailure(impl.plugin_name, chain.name, "raised") from exc
-            if result is None:
-                continue
-            if isinstance(result, Accept):
-                current = result
-            elif isinstance(result, DenialResponse):
-                return result
-            else:
-                raise _bad_result(impl, chain.name, result)
-        return current
-
-    outcome = await _wrapped(chain, (websocket, accept), inner)
-    if not isinstance(outcome, (Accept, DenialResponse)):
-        raise HookFailure(chain.wrappers[0].plugin_name, chain.name, "a wrapper returned an unsupported result")
-    return outcome
-
-
-async def _wrapped(chain: Chain, args: tuple[object, ...], inner: Callable[[], Awaitable[Any]]) -> Any:
-    """Run ``inner`` inside the chain's ``wrapper=True`` generators, pluggy style.
-
-    Each wrapper runs to its ``yield`` outermost first, then receives the result
-    (or has the exception thrown in) innermost first; what it returns becomes
-    the result.
-    """
-    started: list[tuple[Impl, Generator[None, object, object]]] = []
-    result: object = None
-    error: BaseException | None = None
-    try:
-        for impl in chain.wrappers:
-            started.append((impl, _enter(impl, chain.name, args)))
-        result = await inner()
-    except BaseException as exc:  # every wrapper must see the failure, cancellation included
-        error = exc
-    try:
-        return _exit(chain.name, started, result, error)
-    finally:
-        if error is not None and not isinstance(error, Exception):
-            raise error  # a wrapper may see a cancellation, never swallow or replace it
-
-
-def _wrapped_sync(chain: Chain, args: tuple[object, ...], inner: Callable[[], Any]) -> Any:
-    """:func:`_wrapped` for observer hooks; a wrapper that fails to start is logged and skipped."""
-    started: list[tuple[Impl, Generator[None, object, object]]] = []
-    for impl in chain.wrappers:
-        try:
-            started.append((impl, _enter(impl, chain.name, args)))
-        except HookFailure:
-            log_failure(impl.plugin_name, chain.name)
-    result: object = None
-    error: BaseException | None = None
-    try:
-        result = inner()
-    except BaseException as exc:
-        error = exc
-    return _exit(chain.name, started, result, error)
-
-
-def _enter(impl: Impl, hook_name: str, args: tuple[object, ...]) -> Generator[None, object, object]:
-    try:
-        gen: Generator[None, object, object] = impl.call(*args)
-        next(gen)
-    except Exception as exc:
-        raise HookFailure(impl.plugin_name, hook_name, "raised") from exc
-    return gen
-
-
-def _exit(
-    hook_name: str,
-    started: list[tuple[Impl, Generator[None, object, object]]],
-    result: object,
-    error: BaseException | None,
-) -> Any:
-    for impl, gen in reversed(started):
-        # Pluggy style: a wrapper sees the exception the plugin raised, not the HookFailure around it.
-        thrown = error.__cause__ if isinstance(error, HookFailure) and error.__cause__ is not None else error
-        try:
-            if thrown is None:
-                gen.send(result)
-            else:
-                gen.throw(thrown)
-        except StopIteration as stop:
-            result, error = stop.value, None
-            continue
-        except Exception as exc:
-            if exc is thrown:
-                continue  # re-raised as it came in: still the failure of the plugin that raised it
-            if not isinstance(exc, HookFailure):
-                error = HookFailure(impl.plugin_name, hook_name, "raised")
-                error.__cause__ = exc
-            else:
-                error = exc
-            continue
-        except BaseException as exc:
-            error = exc
-            continue
-        gen.close()
-        error = HookFailure(impl.plugin_name, hook_name, "a wrapper yielded more than once")
-    if error is not None:
-        raise error
-    return result
-
-
-def run_denial(chain: Chain, websocket: WebSocket, response: DenialResponse) -> DenialResponse:
-    """Run ``ws_denial``. A failing implementation is logged and skipped: the denial goes out regardless."""
-
-    def inner() -> DenialResponse:
-        current = response
-        for impl in chain.impls:
-            try:
-                result = impl.call(websocket, current)
-            except Exception:
-                log_failure(impl.plugin_name, chain.name)
-                continue
-            if isinstance(result, DenialResponse):
-                current = result
-            elif result is not None:
-                log_failure(impl.plugin_name, chain.name, f"returned an unsupported {type(result).__name__}")
-        return current
-
-    if not chain.wrappers:
-        return inner()
-    try:
-        outcome = _wrapped_sync(chain, (websocket, response), inner)
-    except Exception as exc:
-        log_failure(exc.plugin_name if isinstance(exc, HookFailure) else "?", chain.name)
-        return response
-    return outcome if isinstance(outcome, DenialResponse) else response
-
-
-def run_close(chain: Chain, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
-    """Run ``ws_close``. Every implementation runs, even when an earlier one raised."""
-
-    def inner() -> None:
-        for impl in chain.impls:
-            try:
-                impl.call(websocket, code, reason, closed_by)
-            except Exception:
-                log_failure(impl.plugin_name, chain.name)
-
-    if not chain.wrappers:
-        inner()
-        return
-    try:
-        _wrapped_sync(chain, (websocket, code, reason, closed_by), inner)
-    except Exception as exc:
-        log_failure(exc.plugin_name if isinstance(exc, HookFailure) else "?", chain.name)
-
-
-def log_failure(plugin_name: str, hook_name: str, problem: str = "raised", cause: BaseException | None = None) -> None:
-    """Log a plugin failure once, with the plugin's own traceback when there is one."""
-    logger.error("plugin %r failed in %s: %s", plugin_name, hook_name, problem, exc_info=cause or problem == "raised")
-
-
-def log_hook_failure(failure: HookFailure) -> None:
-    log_failure(failure.plugin_name, failure.hook_name, failure.problem, failure.__cause__)
+_NO_CHAINS: Chains = MappingProxyType({})

@@ -14,24 +14,14 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, NoReturn
 
+from ._chains import Chains, ChainSource, HookFailure, log_hook_failure, run_async, run_observers
 from ._close import Close, check_close
 from ._connstate import PluginState
 from ._datastructures import URL, Address, Headers, QueryParams, State, parse_cookies
 from ._exceptions import UnexpectedFrameType, WebSocketDenied, WebSocketDisconnect, WebSocketDisconnected
-from ._hookspecs import DROP, Accept, ClosedBy, Reply
 from ._json import dumps, loads
-from ._plugins import (
-    NO_CHAINS,
-    HookFailure,
-    PluginManager,
-    log_hook_failure,
-    run_accept,
-    run_close,
-    run_denial,
-    run_message,
-    run_message_sync,
-)
 from ._responses import DenialResponse
+from ._results import DROP, Accept, ClosedBy, Reply
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["WebSocket", "WebSocketState"]
@@ -85,7 +75,7 @@ class WebSocket(Mapping[str, Any]):
         receive: Receive | None = None,
         send: Send | None = None,
         *,
-        plugins: PluginManager | None = None,
+        plugins: ChainSource | None = None,
     ) -> None:
         if scope.get("type") != "websocket":
             raise ValueError(f"WebSocket needs a 'websocket' scope, got {scope.get('type')!r}")
@@ -96,15 +86,16 @@ class WebSocket(Mapping[str, Any]):
         self.application_state = _CONNECTING
         #: The plugin manager this connection runs, or None.
         self.plugins = plugins
+        chains: Chains
         if plugins is None or plugins in scope.get(RUNNING_PLUGINS, ()):
-            chains = NO_CHAINS  # none, or an enclosing ToolkitMiddleware runs this manager's hooks: once each
+            chains = {}  # none, or an enclosing ToolkitMiddleware runs this manager's hooks: once each
         else:
             chains = plugins.chains
-        self._accept_chain = chains.accept
-        self._receive_chain = chains.receive
-        self._send_chain = chains.send
-        self._close_chain = chains.close
-        self._denial_chain = chains.denial
+        self._accept_chain = chains.get("ws_accept")
+        self._receive_chain = chains.get("ws_receive")
+        self._send_chain = chains.get("ws_send")
+        self._close_chain = chains.get("ws_close")
+        self._denial_chain = chains.get("ws_denial")
         self._receiving = False
         self._ended = False
         self._response_parts: list[Message] | None = None
@@ -242,7 +233,8 @@ class WebSocket(Mapping[str, Any]):
                         raise RuntimeError('ASGI message "websocket.receive" has neither "text" nor "bytes"')
                 before = self.application_state
                 try:
-                    result = run_message_sync(chain, self, data) if chain.sync else await run_message(chain, self, data)
+                    run = chain.run_sync
+                    result = run(self, data) if run is not None else await run_async(chain, self, data)
                 except HookFailure as failure:
                     log_hook_failure(failure)
                     return await self._plugin_closed(*_INTERNAL_ERROR)
@@ -320,7 +312,8 @@ class WebSocket(Mapping[str, Any]):
                 if data is None:
                     data = message["bytes"]
                 try:
-                    result = run_message_sync(chain, self, data) if chain.sync else await run_message(chain, self, data)
+                    run = chain.run_sync
+                    result = run(self, data) if run is not None else await run_async(chain, self, data)
                 except HookFailure as failure:
                     log_hook_failure(failure)
                     closed = await self._plugin_closed(*_INTERNAL_ERROR)  # what ws_close saw (1006 if it failed)
@@ -404,7 +397,7 @@ class WebSocket(Mapping[str, Any]):
         chain = self._accept_chain
         if chain is not None:
             try:
-                outcome = await run_accept(chain, self, accept)
+                outcome = await run_async(chain, self, accept)
             except HookFailure as failure:
                 log_hook_failure(failure)
                 if self.application_state is not _CONNECTING:  # a hook already closed or denied: send nothing more
@@ -434,7 +427,7 @@ class WebSocket(Mapping[str, Any]):
         """Refuse the handshake: an HTTP response through the extension, else a close (the client sees 403)."""
         if self._denial_chain is not None:
             proposed = response or DenialResponse.for_status(403)
-            adjusted = run_denial(self._denial_chain, self, proposed)
+            adjusted = run_observers(self._denial_chain, self, proposed)
             if adjusted is not proposed:  # else an app's plain close stays a plain close
                 response = adjusted
         self.application_state = _DISCONNECTED
@@ -469,7 +462,7 @@ class WebSocket(Mapping[str, Any]):
         except (TypeError, ValueError):
             response = None  # not something ws_denial can describe (e.g. a 3xx): sent unchanged
         if response is not None and self._denial_chain is not None:
-            adjusted = run_denial(self._denial_chain, self, response)
+            adjusted = run_observers(self._denial_chain, self, response)
             if adjusted is not response:
                 parts = [
                     {
@@ -506,7 +499,7 @@ class WebSocket(Mapping[str, Any]):
         self._close_code = code
         self._close_reason = reason
         if self._close_chain is not None:
-            run_close(self._close_chain, self, code, reason, closed_by)
+            run_observers(self._close_chain, self, code, reason, closed_by)
         if self._plugin_state is not None:
             self._plugin_state.clear()
 

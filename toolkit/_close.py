@@ -106,6 +106,7 @@ class Close:
 
     def __post_init__(self) -> None:
         check_close(self.code, self.reason)
+        object.__setattr__(self, "code", int(self.code))  # a plain int in ASGI messages, whatever the caller passed
 
     @classmethod
     def of(cls, code: CloseCode, reason: str | None = None) -> Close:

@@ -1,51 +1,41 @@
-"""The WebSocket: Starlette's API over raw ASGI, with hooks at the two choke points.
+"""The WebSocket: Starlette's API over raw ASGI, an async shell around the lifecycle machine.
 
 Every high-level method goes through :meth:`WebSocket.receive` or
-:meth:`WebSocket.send`; those two alone change state and call hooks, so no
-method can bypass a plugin. docs/design.md gives the state machine and the
-order in which hooks fire.
+:meth:`WebSocket.send`. Those two ask the lifecycle machine (toolkit/_lifecycle.py)
+what each message means, run the hooks it calls for, and do the I/O; the machine
+alone changes state. docs/design.md gives the state machine and the order in
+which hooks fire.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
+import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, NoReturn
 
 from ._chains import Chains, ChainSource, HookFailure, log_hook_failure, run_async, run_observers
-from ._close import Close, check_close
+from ._close import Close, CloseCode
 from ._connstate import PluginState
 from ._datastructures import URL, Address, Headers, QueryParams, State, parse_cookies
 from ._exceptions import UnexpectedFrameType, WebSocketDenied, WebSocketDisconnect, WebSocketDisconnected
 from ._json import dumps, loads
+from ._lifecycle import AppAction, ClientAction, Ending, Lifecycle, Outcome, WebSocketState
 from ._responses import DenialResponse
 from ._results import DROP, Accept, ClosedBy, Reply
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["WebSocket", "WebSocketState"]
-
-
-class WebSocketState(enum.Enum):
-    """The state of one side of the connection; the same members and values as Starlette's."""
-
-    #: Before the handshake: the client's ``websocket.connect`` / the app's accept or denial.
-    CONNECTING = 0
-    #: Handshake done, messages flow (RFC 6455 section 4).
-    CONNECTED = 1
-    #: Closed or denied; nothing more may be sent (or received, for the client side).
-    DISCONNECTED = 2
-    #: The app is sending an HTTP denial response (ASGI "websocket.http.response" extension).
-    RESPONSE = 3
-
+__all__ = ["RUNNING_PLUGINS", "WebSocket", "WebSocketState"]
 
 _CONNECTING: Final = WebSocketState.CONNECTING
 _CONNECTED: Final = WebSocketState.CONNECTED
 _DISCONNECTED: Final = WebSocketState.DISCONNECTED
-_RESPONSE: Final = WebSocketState.RESPONSE
+_DATA: Final = ClientAction.DATA
+_LEFT: Final = ClientAction.LEFT
+_SEND: Final = AppAction.SEND
 
-_INTERNAL_ERROR: Final = (1011, "internal error")
+_INTERNAL_ERROR: Final = Close.of(CloseCode.INTERNAL_ERROR)
 _DENIAL_EXTENSION: Final = "websocket.http.response"
 #: Scope key: the plugin managers whose hooks a ``ToolkitMiddleware`` already runs on this connection.
 RUNNING_PLUGINS: Final = "toolkit.plugins"
@@ -66,7 +56,10 @@ class WebSocket(Mapping[str, Any]):
     connection behaves exactly like Starlette's, with clearer errors.
     Used as ``async with WebSocket(...) as ws:`` (or through
     :class:`toolkit.WebSocketApp`), it also closes for the app on return
-    (1000) or error (1011) and reports cancellation to ``ws_close``.
+    (1000) or error (1011) and reports cancellation to ``ws_close``. A
+    connection with plugins that is dropped unfinished outside ``async with``
+    reports 1006 to ``ws_close`` when it is garbage-collected, with a
+    ``ResourceWarning``.
     """
 
     def __init__(
@@ -82,8 +75,7 @@ class WebSocket(Mapping[str, Any]):
         self.scope = scope
         self._receive = receive or _no_receive
         self._send = send or _no_send
-        self.client_state = _CONNECTING
-        self.application_state = _CONNECTING
+        self._machine = Lifecycle()
         #: The plugin manager this connection runs, or None.
         self.plugins = plugins
         chains: Chains
@@ -91,16 +83,32 @@ class WebSocket(Mapping[str, Any]):
             chains = {}  # none, or an enclosing ToolkitMiddleware runs this manager's hooks: once each
         else:
             chains = plugins.chains
+        self._hooked = bool(chains)
         self._accept_chain = chains.get("ws_accept")
         self._receive_chain = chains.get("ws_receive")
         self._send_chain = chains.get("ws_send")
         self._close_chain = chains.get("ws_close")
         self._denial_chain = chains.get("ws_denial")
-        self._receiving = False
-        self._ended = False
         self._response_parts: list[Message] | None = None
-        self._denial_status = 403  # the HTTP status a denial showed the client (403: a close before accept)
         self._plugin_state: PluginState | None = None
+
+    @property
+    def client_state(self) -> WebSocketState:
+        """What the client has done: ``CONNECTING``, ``CONNECTED`` or ``DISCONNECTED``."""
+        return self._machine.client
+
+    @client_state.setter
+    def client_state(self, state: WebSocketState) -> None:  # Starlette's is a plain attribute; tests set it
+        self._machine.client = state
+
+    @property
+    def application_state(self) -> WebSocketState:
+        """What the app has done: ``CONNECTING``, ``CONNECTED``, ``RESPONSE`` (a denial) or ``DISCONNECTED``."""
+        return self._machine.app
+
+    @application_state.setter
+    def application_state(self, state: WebSocketState) -> None:
+        self._machine.app = state
 
     # --- the scope, read-only -----------------------------------------------------------------
 
@@ -213,52 +221,48 @@ class WebSocket(Mapping[str, Any]):
         A disconnect without a code reports 1005. When a plugin closes the
         connection, a ``websocket.disconnect`` with the plugin's code is returned.
         """
+        machine = self._machine
         while True:
-            if self.client_state is not _CONNECTED or self._receiving:
-                return await self._receive_handshake()
-            self._receiving = True
+            machine.receive_starts()
             try:
                 message = await self._receive()
-            finally:
-                self._receiving = False
-            message_type = message["type"]
-            if message_type == "websocket.receive":
-                chain = self._receive_chain
-                if chain is None or self._ended:  # after ws_close no hook runs: the app is only draining
-                    return message
-                data = message.get("text")
+            except BaseException:
+                machine.receive_failed()
+                raise
+            action = machine.received(message["type"])
+            if action is not _DATA:
+                return self._client_left(message) if action is _LEFT else message
+            chain = self._receive_chain
+            if chain is None or machine.ending is not None:  # after ws_close no hook runs: the app is only draining
+                return message
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes")
                 if data is None:
-                    data = message.get("bytes")
-                    if data is None:
-                        raise RuntimeError('ASGI message "websocket.receive" has neither "text" nor "bytes"')
-                before = self.application_state
-                try:
-                    run = chain.run_sync
-                    result = run(self, data) if run is not None else await run_async(chain, self, data)
-                except HookFailure as failure:
-                    log_hook_failure(failure)
-                    return await self._plugin_closed(*_INTERNAL_ERROR)
-                if self.application_state is not before:  # a hook closed the connection itself
+                    raise RuntimeError('ASGI message "websocket.receive" has neither "text" nor "bytes"')
+            before = machine.app
+            try:
+                run = chain.run_sync
+                result = run(self, data) if run is not None else await run_async(chain, self, data)
+            except HookFailure as failure:
+                log_hook_failure(failure)
+                return await self._plugin_closed(_INTERNAL_ERROR)
+            if machine.app is not before:  # a hook closed the connection itself
+                return self._closed_message()
+            if result is data:
+                return message
+            if isinstance(result, str):
+                return {"type": "websocket.receive", "text": result}
+            if isinstance(result, bytes):
+                return {"type": "websocket.receive", "bytes": result}
+            if result is DROP:
+                continue
+            if isinstance(result, Reply):
+                await self._reply(result.data)
+                if machine.app is not before:  # the client left, or a ws_send hook closed
                     return self._closed_message()
-                if result is data:
-                    return message
-                if isinstance(result, str):
-                    return {"type": "websocket.receive", "text": result}
-                if isinstance(result, bytes):
-                    return {"type": "websocket.receive", "bytes": result}
-                if result is DROP:
-                    continue
-                if isinstance(result, Reply):
-                    await self._reply(result.data)
-                    if self.application_state is not before:  # the client left, or a ws_send hook closed
-                        return self._closed_message()
-                    continue
-                return await self._plugin_closed(result.code, result.reason)
-            if message_type == "websocket.disconnect":
-                return self._client_left(message)
-            raise RuntimeError(
-                f'Expected ASGI message "websocket.receive" or "websocket.disconnect", but got {message_type!r}'
-            )
+                continue
+            return await self._plugin_closed(result)
 
     async def _reply(self, data: str | bytes) -> None:
         """Send a ``ws_receive`` hook's :class:`Reply`, as the app's own send would go (``ws_send`` included)."""
@@ -266,34 +270,16 @@ class WebSocket(Mapping[str, Any]):
         with contextlib.suppress(WebSocketDisconnect):  # the app hears of it from this receive
             await self.send({"type": "websocket.send", key: data})
 
-    async def _receive_handshake(self) -> Message:
-        if self._receiving:
-            raise RuntimeError("Another task is already receiving on this WebSocket; only one may receive at a time.")
-        if self.client_state is not _CONNECTING:
-            raise WebSocketDisconnected('Cannot call "receive" once a disconnect message has been received.')
-        self._receiving = True
-        try:
-            message = await self._receive()
-        finally:
-            self._receiving = False
-        message_type = message["type"]
-        if message_type != "websocket.connect":
-            raise RuntimeError(f'Expected ASGI message "websocket.connect", but got {message_type!r}')
-        self.client_state = _CONNECTED
-        return message
-
     def _client_left(self, message: Message) -> Message:
-        self.client_state = _DISCONNECTED
         code = message.get("code")
         if code is None:
-            message = {**message, "code": 1005}  # RFC 6455 7.1.5: no status code was present
-            code = 1005
-        self._end(code, message.get("reason") or "", ClosedBy.CLIENT)
+            message = {**message, "code": CloseCode.NO_STATUS.value}  # RFC 6455 7.1.5: no status code was present
+        self._report(self._machine.client_left(code, message.get("reason") or ""))
         return message
 
     def _closed_message(self) -> Message:
-        self.client_state = _DISCONNECTED
-        return {"type": "websocket.disconnect", "code": self._close_code, "reason": self._close_reason}
+        ending = self._machine.told_closed()
+        return {"type": "websocket.disconnect", "code": ending.code, "reason": ending.reason}
 
     async def send(self, message: Message) -> None:
         """Send an ASGI message, enforcing the state machine and running the hooks.
@@ -302,110 +288,97 @@ class WebSocket(Mapping[str, Any]):
         bytes, raises ``ValueError`` and changes nothing. A failing server send
         (``OSError``) becomes ``WebSocketDisconnect(1006)``.
         """
-        if self.application_state is not _CONNECTED:
-            return await self._send_other_state(message)
-        message_type = message["type"]
-        if message_type == "websocket.send":
-            chain = self._send_chain
-            if chain is not None:
-                data = message.get("text")
-                if data is None:
-                    data = message["bytes"]
-                try:
-                    run = chain.run_sync
-                    result = run(self, data) if run is not None else await run_async(chain, self, data)
-                except HookFailure as failure:
-                    log_hook_failure(failure)
-                    closed = await self._plugin_closed(*_INTERNAL_ERROR)  # what ws_close saw (1006 if it failed)
-                    raise WebSocketDisconnect(closed["code"], closed["reason"]) from None
-                if self.application_state is not _CONNECTED:  # a hook closed the connection itself
-                    raise WebSocketDisconnect(self._close_code, self._close_reason)
-                if result is not data:
-                    if isinstance(result, str):
-                        message = {"type": "websocket.send", "text": result}
-                    elif isinstance(result, bytes):
-                        message = {"type": "websocket.send", "bytes": result}
-                    elif result is DROP:
-                        return None
-                    elif isinstance(result, Close):
-                        closed = await self._plugin_closed(result.code, result.reason)
-                        raise WebSocketDisconnect(closed["code"], closed["reason"])
-                    else:  # pragma: no cover - the chain runner refuses Reply from ws_send
-                        raise AssertionError(result)
-            try:
-                await self._send(message)
-            except OSError:
-                self.application_state = _DISCONNECTED
-                self._end(1006, "", ClosedBy.CLIENT)
-                raise WebSocketDisconnect(code=1006) from None
-            return None
-        if message_type == "websocket.close":
-            code: int = message.get("code", 1000)
-            reason: str = message.get("reason") or ""
-            check_close(code, reason)
-            self.application_state = _DISCONNECTED
-            try:
-                await self._send(message)
-            except OSError:
-                self._end(1006, "", ClosedBy.CLIENT)
-                raise WebSocketDisconnect(code=1006) from None
-            self._end(code, reason, ClosedBy.APP)
-            return None
-        raise RuntimeError(f'Expected ASGI message "websocket.send" or "websocket.close", but got {message_type!r}')
-
-    async def _send_other_state(self, message: Message) -> None:
-        state = self.application_state
-        message_type = message["type"]
-        if state is _CONNECTING:
-            if message_type == "websocket.accept":
-                await self._accept(message)
-            elif message_type == "websocket.close":
-                check_close(message.get("code", 1000), message.get("reason") or "")
-                await self._deny(None, ClosedBy.APP, message)
-            elif message_type == "websocket.http.response.start":
-                self._denial_status = message["status"]
-                self.application_state = _RESPONSE
-                if self._denial_chain is None:
-                    await self._send(message)
-                else:
-                    self._response_parts = [message]
-            else:
-                raise RuntimeError(
-                    'Expected ASGI message "websocket.accept", "websocket.close" or "websocket.http.response.start", '
-                    f"but got {message_type!r}"
-                )
-        elif state is _RESPONSE:
-            if message_type != "websocket.http.response.body":
-                raise RuntimeError(f'Expected ASGI message "websocket.http.response.body", but got {message_type!r}')
-            more = message.get("more_body", False)
-            if self._response_parts is None:
-                if not more:
-                    self.application_state = _DISCONNECTED
-                await self._send(message)
-            else:
-                self._response_parts.append(message)
-                if not more:
-                    await self._flush_app_denial(self._response_parts)
-                    return
-            if not more:
-                self._end(1006, "", ClosedBy.APP)
-        else:
-            raise WebSocketDisconnected('Cannot call "send" once a close message has been sent.')
-
-    async def _accept(self, message: Message) -> None:
-        accept = Accept(message.get("subprotocol"), tuple(message.get("headers") or ()))
-        chain = self._accept_chain
+        machine = self._machine
+        action = machine.app_sends(message["type"])
+        if action is not _SEND:
+            return await self._send_other(action, message)
+        chain = self._send_chain
         if chain is not None:
+            data = message.get("text")
+            if data is None:
+                data = message["bytes"]
             try:
-                outcome = await run_async(chain, self, accept)
+                run = chain.run_sync
+                result = run(self, data) if run is not None else await run_async(chain, self, data)
             except HookFailure as failure:
                 log_hook_failure(failure)
-                if self.application_state is not _CONNECTING:  # a hook already closed or denied: send nothing more
-                    raise WebSocketDenied(self._denial_status) from None
+                closed = await self._plugin_closed(_INTERNAL_ERROR)  # what ws_close saw (1006 if it failed)
+                raise WebSocketDisconnect(closed["code"], closed["reason"]) from None
+            if machine.app is not _CONNECTED:  # a hook closed the connection itself
+                closed = self._closed_message()
+                raise WebSocketDisconnect(closed["code"], closed["reason"])
+            if result is not data:
+                if isinstance(result, str):
+                    message = {"type": "websocket.send", "text": result}
+                elif isinstance(result, bytes):
+                    message = {"type": "websocket.send", "bytes": result}
+                elif result is DROP:
+                    return None
+                else:  # Close: the chain's policy refuses anything else from ws_send
+                    closed = await self._plugin_closed(result)
+                    raise WebSocketDisconnect(closed["code"], closed["reason"])
+        try:
+            await self._send(message)
+        except OSError:
+            raise self._vanished() from None
+        return None
+
+    def _vanished(self) -> WebSocketDisconnect:
+        """The server's send raised ``OSError`` (ASGI 2.4: the client is gone): report it, and what to raise."""
+        self._report(self._machine.send_failed())
+        return WebSocketDisconnect(CloseCode.ABNORMAL.value)
+
+    async def _send_other(self, action: AppAction, message: Message) -> None:
+        """Every app message but data: the handshake, the close, a denial."""
+        machine = self._machine
+        if action is AppAction.CLOSE:
+            code: int = message.get("code", CloseCode.NORMAL)
+            reason: str = message.get("reason") or ""
+            machine.closing(code, reason)
+            try:
+                await self._send(message)
+            except OSError:
+                raise self._vanished() from None
+            self._report(machine.end(code, reason, ClosedBy.APP))
+        elif action is AppAction.ACCEPT:
+            await self._accept(message)
+        elif action is AppAction.DENY:
+            machine.check_close(message.get("code", CloseCode.NORMAL), message.get("reason") or "")
+            await self._deny(None, ClosedBy.APP, message)
+        elif action is AppAction.RESPONSE_START:
+            machine.response_starts(message["status"])
+            if self._denial_chain is None:
+                await self._send(message)
+            else:
+                self._response_parts = [message]
+        else:  # RESPONSE_BODY
+            last = machine.response_body(message.get("more_body", False)) is AppAction.RESPONSE_END
+            parts = self._response_parts
+            if parts is not None:
+                parts.append(message)
+                if last:
+                    await self._flush_app_denial(parts)
+                return
+            await self._send(message)
+            if last:
+                self._report(machine.end(CloseCode.ABNORMAL, "", ClosedBy.APP))
+
+    async def _accept(self, message: Message) -> None:
+        machine = self._machine
+        chain = self._accept_chain
+        if chain is not None:
+            accept = Accept(message.get("subprotocol"), tuple(message.get("headers") or ()))
+            try:
+                run = chain.run_sync
+                outcome = run(self, accept) if run is not None else await run_async(chain, self, accept)
+            except HookFailure as failure:
+                log_hook_failure(failure)
+                if machine.app is not _CONNECTING:  # a hook already closed or denied: send nothing more
+                    raise WebSocketDenied(machine.denial_status) from None
                 status = await self._deny(DenialResponse.for_status(500), ClosedBy.PLUGIN)
                 raise WebSocketDenied(status) from None
-            if self.application_state is not _CONNECTING:  # a hook closed or denied by itself: never accept
-                raise WebSocketDenied(self._denial_status)
+            if machine.app is not _CONNECTING:  # a hook closed or denied by itself: never accept
+                raise WebSocketDenied(machine.denial_status)
             if isinstance(outcome, DenialResponse):
                 status = await self._deny(outcome, ClosedBy.PLUGIN)
                 raise WebSocketDenied(status)
@@ -415,13 +388,11 @@ class WebSocket(Mapping[str, Any]):
                     "subprotocol": outcome.subprotocol,
                     "headers": list(outcome.headers),
                 }
-        self.application_state = _CONNECTED
+        machine.accepted()
         try:
             await self._send(message)
         except OSError:
-            self.application_state = _DISCONNECTED
-            self._end(1006, "", ClosedBy.CLIENT)
-            raise WebSocketDisconnect(code=1006) from None
+            raise self._vanished() from None
 
     async def _deny(self, response: DenialResponse | None, closed_by: ClosedBy, close: Message | None = None) -> int:
         """Refuse the handshake: an HTTP response through the extension, else a close (the client sees 403)."""
@@ -430,7 +401,7 @@ class WebSocket(Mapping[str, Any]):
             adjusted = run_observers(self._denial_chain, self, proposed)
             if adjusted is not proposed:  # else an app's plain close stays a plain close
                 response = adjusted
-        self.application_state = _DISCONNECTED
+        self._machine.denying()
         status = 403
         try:
             if response is not None and self.has_denial_extension:
@@ -444,17 +415,15 @@ class WebSocket(Mapping[str, Any]):
                 await self._send({"type": "websocket.http.response.body", "body": response.body, "more_body": False})
                 status = response.status
             else:
-                await self._send(close or {"type": "websocket.close", "code": 1000, "reason": ""})
+                await self._send(close or {"type": "websocket.close", "code": CloseCode.NORMAL.value, "reason": ""})
         except OSError:
             pass  # the client left mid-handshake; the denial stands either way
-        self._denial_status = status
-        self._end(1006, "", closed_by)
+        self._report(self._machine.denied(status, closed_by))
         return status
 
     async def _flush_app_denial(self, parts: list[Message]) -> None:
         """Send a buffered app denial after ``ws_denial`` has seen it."""
         self._response_parts = None
-        self.application_state = _DISCONNECTED
         start, bodies = parts[0], parts[1:]
         body = b"".join(part.get("body", b"") for part in bodies)
         try:
@@ -472,34 +441,30 @@ class WebSocket(Mapping[str, Any]):
                     },
                     {"type": "websocket.http.response.body", "body": adjusted.body, "more_body": False},
                 ]
-        self._denial_status = parts[0]["status"]
         try:
             for part in parts:
                 await self._send(part)
         finally:
-            self._end(1006, "", ClosedBy.APP)
+            self._report(self._machine.denied(parts[0]["status"], ClosedBy.APP))
 
-    async def _plugin_closed(self, code: int, reason: str) -> Message:
+    async def _plugin_closed(self, close: Close) -> Message:
         """Close because a plugin asked to (or failed): send the close once, report it, tell the app."""
-        self.client_state = _DISCONNECTED
-        if self.application_state is _CONNECTED:
-            self.application_state = _DISCONNECTED
+        machine = self._machine
+        if machine.plugin_closes():
+            code, reason = close.code, close.reason
             try:
                 await self._send({"type": "websocket.close", "code": code, "reason": reason})
             except OSError:
-                code, reason = 1006, ""
-            self._end(code, reason, ClosedBy.PLUGIN)
+                code, reason = CloseCode.ABNORMAL, ""
+            self._report(machine.end(code, reason, ClosedBy.PLUGIN))
         return self._closed_message()
 
-    def _end(self, code: int, reason: str, closed_by: ClosedBy) -> None:
-        """Record how the connection ended and fire ``ws_close``: once, whatever calls it later."""
-        if self._ended:
+    def _report(self, ending: Ending | None) -> None:
+        """Fire ``ws_close`` for the connection's ending (``None``: it ended before), then free the plugin state."""
+        if ending is None:
             return
-        self._ended = True
-        self._close_code = code
-        self._close_reason = reason
         if self._close_chain is not None:
-            run_observers(self._close_chain, self, code, reason, closed_by)
+            run_observers(self._close_chain, self, ending.code, ending.reason, ending.closed_by)
         if self._plugin_state is not None:
             self._plugin_state.clear()
 
@@ -624,55 +589,70 @@ class WebSocket(Mapping[str, Any]):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        """Finish the connection for the app (see :meth:`_finish`); ``ws_close`` fires even if cancelled meanwhile."""
-        try:
-            return await self._finish(exc)
-        finally:
-            self._end(1006, "", ClosedBy.SERVER)  # no-op unless cancelled (or failed) before anything ended it
-
-    async def _finish(self, exc: BaseException | None) -> bool:
-        """Finish the connection for the app.
+        """Finish the connection for the app; ``ws_close`` fires exactly once, even if cancelled meanwhile.
 
         Returned normally: close with 1000 (or deny, if never accepted).
         ``WebSocketDisconnect``: the connection already ended; swallowed.
         Other exceptions: close with 1011 (or deny with 500) and re-raise.
         Cancellation: nothing can be sent; ``ws_close`` reports 1006.
         """
-        if exc is None or isinstance(exc, WebSocketDisconnect):
-            if self.application_state is _CONNECTED and self.client_state is not _DISCONNECTED:
-                code = 1000
-                if isinstance(exc, WebSocketDisconnect):
-                    with contextlib.suppress(ValueError):  # never send a code that may not be sent
-                        check_close(exc.code, "")
-                        code = exc.code
-                await self._close_quietly(code, "", ClosedBy.APP)
-            elif self.application_state is _CONNECTING:
-                await self._deny(None, ClosedBy.APP)
-            elif self.application_state is _RESPONSE:
-                await self._close_response()
-            self._end(1000, "", ClosedBy.APP)  # no-op unless nothing above ended it
-            return exc is not None
-        if isinstance(exc, Exception):
-            if self.application_state is _CONNECTED:
-                await self._close_quietly(*_INTERNAL_ERROR, ClosedBy.SERVER)
-            elif self.application_state is _CONNECTING:
-                await self._deny(DenialResponse.for_status(500), ClosedBy.SERVER)
-            elif self.application_state is _RESPONSE:
-                await self._close_response()
-            self._end(*_INTERNAL_ERROR, ClosedBy.SERVER)
-            return False
-        self._end(1006, "", ClosedBy.SERVER)
-        return False
+        if exc is None:
+            outcome = Outcome.RETURNED
+        elif isinstance(exc, WebSocketDisconnect):
+            outcome = Outcome.DISCONNECTED
+        elif isinstance(exc, Exception):
+            outcome = Outcome.RAISED
+        else:
+            outcome = Outcome.CANCELLED
+        try:
+            await self._finish(outcome, exc)
+        finally:
+            # No-op unless the finishing itself was cancelled or failed before anything ended the connection.
+            self._report(self._machine.finished(Outcome.CANCELLED))
+        return outcome is Outcome.DISCONNECTED
 
-    async def _close_quietly(self, code: int, reason: str, closed_by: ClosedBy) -> None:
-        self.application_state = _DISCONNECTED
+    async def _finish(self, outcome: Outcome, exc: BaseException | None) -> None:
+        action = self._machine.finish(outcome)
+        raised = outcome is Outcome.RAISED
+        if action is AppAction.CLOSE:
+            close = Close()
+            if raised:
+                close = _INTERNAL_ERROR
+            elif isinstance(exc, WebSocketDisconnect):
+                with contextlib.suppress(TypeError, ValueError):  # never send a code that may not be sent
+                    close = Close(exc.code)
+            await self._close_for_app(close, ClosedBy.SERVER if raised else ClosedBy.APP)
+        elif action is AppAction.DENY:
+            await self._deny(
+                DenialResponse.for_status(500) if raised else None, ClosedBy.SERVER if raised else ClosedBy.APP
+            )
+        elif action is AppAction.RESPONSE_END:
+            # An app that began a denial response and stopped: end its body so the server can finish.
+            with contextlib.suppress(OSError):
+                await self.send({"type": "websocket.http.response.body", "body": b"", "more_body": False})
+        self._report(self._machine.finished(outcome))
+
+    async def _close_for_app(self, close: Close, closed_by: ClosedBy) -> None:
+        machine = self._machine
+        machine.closing(close.code, close.reason)
+        code, reason = close.code, close.reason
         try:
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
         except OSError:
-            code, reason, closed_by = 1006, "", ClosedBy.CLIENT
-        self._end(code, reason, closed_by)
+            code, reason, closed_by = CloseCode.ABNORMAL, "", ClosedBy.CLIENT
+        self._report(machine.end(code, reason, closed_by))
 
-    async def _close_response(self) -> None:
-        # An app that began a denial response and stopped: end its body so the server can finish.
-        with contextlib.suppress(OSError):
-            await self.send({"type": "websocket.http.response.body", "body": b"", "more_body": False})
+    def __del__(self) -> None:
+        # A connection with plugins, started and dropped unfinished outside `async with`: its ws_close
+        # would never fire (a ConnectionLimit slot never given back). Report it now, and say how to fix it.
+        machine: Lifecycle | None = getattr(self, "_machine", None)
+        if machine is None or not self._hooked or machine.ending is not None or machine.client is _CONNECTING:
+            return
+        self._report(machine.end(CloseCode.ABNORMAL, "", ClosedBy.SERVER))
+        warnings.warn(
+            "a toolkit.WebSocket with plugins was dropped before its connection ended; ws_close reported 1006. "
+            "Use `async with toolkit.WebSocket(...) as websocket:` or toolkit.WebSocketApp to finish it.",
+            ResourceWarning,
+            stacklevel=1,
+            source=self,
+        )

@@ -119,18 +119,16 @@ class Lifecycle:
     """One connection's state. Each public method is one event; it changes state or raises, nothing else.
 
     ``relay`` is the mode of :class:`toolkit.ToolkitMiddleware` around someone
-    else's app: several tasks may receive at once, as plain ASGI allows, and the
-    app's close messages go to the server as the app wrote them (the server
-    judges them); the hooks see a normalised copy.
+    else's app: the app's close messages go to the server as the app wrote them
+    (the server judges them), and the shell lets several tasks receive at once,
+    as plain ASGI allows.
     """
 
-    __slots__ = ("app", "client", "denial_status", "ending", "receiving", "relay")
+    __slots__ = ("app", "client", "denial_status", "ending", "relay")
 
     def __init__(self, *, relay: bool = False) -> None:
         self.client = CONNECTING
         self.app = CONNECTING
-        #: A task is waiting in ``receive``.
-        self.receiving = False
         #: Set once, when the connection ends.
         self.ending: Ending | None = None
         #: The HTTP status a denial showed the client (403: a close before accept, or no extension).
@@ -139,17 +137,13 @@ class Lifecycle:
 
     # --- the client side ----------------------------------------------------------------------------
 
-    def receive_starts(self) -> None:
-        """A task is about to wait for the next message from the server."""
-        if self.receiving and not self.relay:
-            raise RuntimeError("Another task is already receiving on this WebSocket; only one may receive at a time.")
+    def check_receive(self) -> None:
+        """The app is about to wait for the client's next message: only until the client has left."""
         if self.client is DISCONNECTED:
             raise WebSocketDisconnected('Cannot call "receive" once a disconnect message has been received.')
-        self.receiving = True
 
     def received(self, message_type: str) -> ClientAction:
         """The server handed over a message of ``message_type``."""
-        self.receiving = False
         client = self.client
         if client is CONNECTING:
             if message_type != "websocket.connect":
@@ -166,10 +160,6 @@ class Lifecycle:
         raise RuntimeError(
             f'Expected ASGI message "websocket.receive" or "websocket.disconnect", but got {message_type!r}'
         )
-
-    def receive_failed(self) -> None:
-        """The server's ``receive`` raised (or the waiting task was cancelled)."""
-        self.receiving = False
 
     def client_left(self, code: int | None, reason: str) -> Ending | None:
         """The client's disconnect: 1005 when it gave no code (RFC 6455 7.1.5). The ending, if it is the first."""

@@ -33,7 +33,6 @@ _CONNECTED: Final = WebSocketState.CONNECTED
 _DISCONNECTED: Final = WebSocketState.DISCONNECTED
 _DATA: Final = ClientAction.DATA
 _LEFT: Final = ClientAction.LEFT
-_SEND: Final = AppAction.SEND
 
 _INTERNAL_ERROR: Final = Close.of(CloseCode.INTERNAL_ERROR)
 _DENIAL_EXTENSION: Final = "websocket.http.response"
@@ -91,6 +90,8 @@ class WebSocket(Mapping[str, Any]):
         self._denial_chain = chains.get("ws_denial")
         self._response_parts: list[Message] | None = None
         self._plugin_state: PluginState | None = None
+        #: A task is waiting in the server's receive (one at a time, unless relayed).
+        self._receiving = False
 
     @property
     def client_state(self) -> WebSocketState:
@@ -223,15 +224,21 @@ class WebSocket(Mapping[str, Any]):
         """
         machine = self._machine
         while True:
-            machine.receive_starts()
+            if self._receiving and not machine.relay:
+                raise RuntimeError("Another task is already receiving on this WebSocket; only one may receive at a time.")
+            if machine.client is not _CONNECTED:
+                machine.check_receive()  # raises once the client has left
+            self._receiving = True
             try:
                 message = await self._receive()
-            except BaseException:
-                machine.receive_failed()
-                raise
-            action = machine.received(message["type"])
-            if action is not _DATA:
-                return self._client_left(message) if action is _LEFT else message
+            finally:
+                self._receiving = False
+            message_type = message["type"]
+            # A data message while connected changes no state: the one transition the shell takes on its own.
+            if message_type != "websocket.receive" or machine.client is not _CONNECTED:
+                action = machine.received(message_type)
+                if action is not _DATA:
+                    return self._client_left(message) if action is _LEFT else message
             chain = self._receive_chain
             if chain is None or machine.ending is not None:  # after ws_close no hook runs: the app is only draining
                 return message
@@ -289,9 +296,11 @@ class WebSocket(Mapping[str, Any]):
         (``OSError``) becomes ``WebSocketDisconnect(1006)``.
         """
         machine = self._machine
-        action = machine.app_sends(message["type"])
-        if action is not _SEND:
-            return await self._send_other(action, message)
+        message_type = message["type"]
+        # A data message while connected changes no state: the one transition the shell takes on its own.
+        state = machine.app
+        if message_type != "websocket.send" or state is not _CONNECTED:
+            return await self._send_other(machine.app_sends(message_type), message)
         chain = self._send_chain
         if chain is not None:
             data = message.get("text")
@@ -329,7 +338,7 @@ class WebSocket(Mapping[str, Any]):
         return WebSocketDisconnect(CloseCode.ABNORMAL.value)
 
     async def _send_other(self, action: AppAction, message: Message) -> None:
-        """Every app message but data: the handshake, the close, a denial."""
+        """Every app message but data while connected: the handshake, the close, a denial."""
         machine = self._machine
         if action is AppAction.CLOSE:
             code: int = message.get("code", CloseCode.NORMAL)
@@ -351,7 +360,7 @@ class WebSocket(Mapping[str, Any]):
                 await self._send(message)
             else:
                 self._response_parts = [message]
-        else:  # RESPONSE_BODY
+        else:  # RESPONSE_BODY (SEND never comes here: it is send()'s fast path)
             last = machine.response_body(message.get("more_body", False)) is AppAction.RESPONSE_END
             parts = self._response_parts
             if parts is not None:
@@ -488,17 +497,17 @@ class WebSocket(Mapping[str, Any]):
         self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] | None = None
     ) -> None:
         """Accept the connection. Raises :class:`toolkit.WebSocketDenied` if a plugin refuses it."""
-        if self.client_state is _CONNECTING:
+        if self._machine.client is _CONNECTING:
             await self.receive()
         await self.send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": list(headers or ())})
 
     def _check_connected(self) -> None:
-        if self.application_state is not _CONNECTED:
+        if self._machine.app is not _CONNECTED:
             raise WebSocketDisconnected('WebSocket is not connected. Need to call "accept" first.')
 
     async def receive_text(self) -> str:
         """The next text message. Raises ``WebSocketDisconnect`` at the end, ``UnexpectedFrameType`` on bytes."""
-        if self.application_state is not _CONNECTED:
+        if self._machine.app is not _CONNECTED:
             self._check_connected()
         message = await self.receive()
         if message["type"] == "websocket.receive":
@@ -510,7 +519,7 @@ class WebSocket(Mapping[str, Any]):
 
     async def receive_bytes(self) -> bytes:
         """The next binary message. Raises ``WebSocketDisconnect`` at the end, ``UnexpectedFrameType`` on text."""
-        if self.application_state is not _CONNECTED:
+        if self._machine.app is not _CONNECTED:
             self._check_connected()
         message = await self.receive()
         if message["type"] == "websocket.receive":

@@ -42,9 +42,10 @@ logger: Final = logging.getLogger("toolkit_limits")
 
 _TOO_BIG: Final = Close.of(CloseCode.MESSAGE_TOO_BIG)
 _INTERNAL_ERROR: Final = Close.of(CloseCode.INTERNAL_ERROR)
-_RATE_LIMIT_REASON: Final = "rate limit"
-# Close codes a rate limit may use (docs/close-codes.md): policy violation (1008), or "try again later" (1013).
-_RATE_LIMIT_CODES: Final = frozenset({CloseCode.POLICY_VIOLATION, CloseCode.TRY_AGAIN_LATER})
+# The closes a rate limit may send (docs/close-codes.md): policy violation (1008), or "try again later" (1013).
+_RATE_LIMITED: Final = {
+    code: Close.of(code, "rate limit") for code in (CloseCode.POLICY_VIOLATION, CloseCode.TRY_AGAIN_LATER)
+}
 _TOO_MANY: Final = DenialResponse(429, "too many connections")
 _CONNECTED: Final = WebSocketState.CONNECTED
 
@@ -167,8 +168,8 @@ class RateLimit(toolkit.Plugin):
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError(f"rate must be a positive, finite number of messages per second, got {rate}")
         code: object = close_code  # run-time check of untyped input: an int or a CloseCode, not a bool
-        if not isinstance(code, int) or isinstance(code, bool) or code not in _RATE_LIMIT_CODES:
-            allowed = " or ".join(f"{member:d}" for member in sorted(_RATE_LIMIT_CODES))
+        if not isinstance(code, int) or isinstance(code, bool) or code not in _RATE_LIMITED:
+            allowed = " or ".join(f"{member:d}" for member in _RATE_LIMITED)
             raise ValueError(f"close_code must be {allowed}, got {close_code!r}")
         #: Tokens added per second.
         self.rate: Final = float(rate)
@@ -176,7 +177,7 @@ class RateLimit(toolkit.Plugin):
         self.burst: Final = _positive_int("burst", burst)
         #: The close code sent when the bucket is empty.
         self.close_code: Final = CloseCode(close_code)
-        self._close: Final = Close.of(self.close_code, _RATE_LIMIT_REASON)
+        self._close: Final = _RATE_LIMITED[self.close_code]
         self._clock: Final = clock
         # The bucket is kept as its equivalent in time (GCRA, "virtual scheduling"): per connection,
         # the instant at which the bucket will be full again. One small object per connection, in

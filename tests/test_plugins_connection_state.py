@@ -36,6 +36,7 @@ from toolkit_messages import Messages
 
 import toolkit
 from tests.support import DENIAL_EXTENSION, Transport, binary, connect, disconnect, make_scope, text
+from tests.test_docs import ROOT, run_blocks
 from toolkit import CloseCode, ClosedBy, Message, PluginManager, Scope, WebSocket, WebSocketApp
 
 pytestmark = pytest.mark.anyio
@@ -382,3 +383,44 @@ async def test_rate_limit_takes_close_code_members() -> None:
         ValueError, match=re.escape("close_code must be 1008 or 1013, got <CloseCode.INTERNAL_ERROR: 1011>")
     ):
         RateLimit(1, 1, close_code=CloseCode.INTERNAL_ERROR)
+
+
+# --- the example in docs/plugins.md --------------------------------------------------------------
+
+
+async def test_the_plugins_page_per_connection_state_example_counts_each_connection_apart() -> None:
+    capped: PluginManager = run_blocks(ROOT / "docs" / "plugins.md")["capped"]
+    [(_, cap)] = [(name, plugin) for name, plugin in capped.list_name_plugin() if name == "MessageCap"]
+    sockets: list[WebSocket] = []
+    state_at_end: list[int] = []
+
+    async def echo(websocket: WebSocket) -> None:
+        sockets.append(websocket)
+        await websocket.accept()
+        async for data in websocket.iter_text():
+            await websocket.send_text(data)
+        state_at_end.append(len(websocket.plugin_state))
+
+    app = WebSocketApp(echo, plugins=capped)
+    start, finish = anyio.Event(), anyio.Event()
+    quiet = HeldTransport([connect(), text("a"), disconnect()], finish=finish)
+    chatty = Transport([connect(), text("1"), text("2"), text("3"), text("4")])
+
+    async def chatty_after_quiet_started() -> None:
+        await start.wait()
+        await app(make_scope(), chatty.receive, chatty.send)
+        finish.set()  # the quiet one leaves only after the chatty one was closed: both open at once
+
+    async def quiet_first() -> None:
+        start.set()
+        await app(make_scope(), quiet.receive, quiet.send)
+
+    with anyio.fail_after(BOUND):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(chatty_after_quiet_started)
+            tasks.start_soon(quiet_first)
+    assert [m.get("text") for m in chatty.sent[1:]] == ["1", "2", None]
+    assert chatty.sent[-1] == {"type": "websocket.close", "code": 1008, "reason": "too many messages"}
+    assert [m.get("text") for m in quiet.sent[1:]] == ["a"]
+    assert sorted(cap.totals) == [1, 3]  # type: ignore[attr-defined]
+    assert [len(ws.plugin_state) for ws in sockets] == [0, 0]

@@ -336,7 +336,11 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
             # The toolkit sends the answer within this receive, through ws_send: let exactly this object through.
             self._connection(websocket).reply = action
             return Reply(action)
-        self._connection(websocket).received = (data, model)
+        state = websocket.plugin_state  # the _connection lookup, inlined: this runs for every valid message
+        connection = state.get(self._key)
+        if connection is None:
+            connection = state[self._key] = _Connection()
+        connection.received = (data, model)
         return None
 
     @toolkit.hookimpl(tryfirst=True)  # check what the app sent, before other plugins change it

@@ -16,7 +16,7 @@ whatever awaits between the hooks; the core empties the state when the connectio
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Final, Generic, Literal, NotRequired, TypeAlias, TypeVar, final
 
 import pydantic_core
@@ -432,11 +432,9 @@ class Channel(Generic[InT, OutT]):
             raise StopAsyncIteration from None
 
 
-async def _send(websocket: WebSocket, data: str | bytes) -> None:
-    if isinstance(data, str):
-        await websocket.send_text(data)
-    else:
-        await websocket.send_bytes(data)
+def _send(websocket: WebSocket, data: str | bytes) -> Awaitable[None]:
+    """The send of ``data`` in its frame type (a plain def: no coroutine of its own per message)."""
+    return websocket.send_text(data) if isinstance(data, str) else websocket.send_bytes(data)
 
 
 def _has_non_json_words(data: str | bytes) -> bool:

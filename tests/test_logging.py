@@ -114,7 +114,7 @@ async def serve(
     try:
         await app(scope or make_scope(), transport.receive, transport.send)
     finally:
-        assert plugin._connections == {}
+        assert plugin.open_connections == 0
 
 
 def placed(where: str, plugin: object) -> tuple[tuple[object, ...], tuple[object, ...]]:
@@ -561,13 +561,13 @@ async def test_state_lives_exactly_as_long_as_the_connection(info: Capture) -> N
         seen.append(plugin.conn_id(websocket))
         await websocket.accept()
         seen.append(plugin.conn_id(websocket))
-        assert len(plugin._connections) == 1
+        assert plugin.open_connections == 1
         assert (await websocket.receive())["type"] == "websocket.disconnect"
         seen.append(plugin.conn_id(websocket))  # the client has left: ws_close has run
 
     await serve(endpoint, Transport([connect(), disconnect()]), plugin)
     assert seen == [None, info.one("open").ws_conn_id, None]
-    assert plugin._connections == {}
+    assert plugin.open_connections == 0
 
 
 async def test_no_state_remains_after_every_kind_of_ending(info: Capture) -> None:

@@ -85,7 +85,7 @@ async def live(module_server: tuple[LiveServer, SwitchableApp]) -> AsyncIterator
     yield Live(server, switch, records, plugin)
     await server.wait_idle(STEP)
     switch.app = None
-    assert plugin._connections == {}
+    assert plugin.open_connections == 0
 
 
 def client(url: str, **kwargs: Any) -> connect:

@@ -669,8 +669,8 @@ async def test_each_inbound_message_is_parsed_exactly_once(
 async def test_a_hand_over_for_another_connection_is_not_taken(
     count_parses: Callable[[Messages[Any, Any]], ParseCounts],
 ) -> None:
-    # The hook's hand-over is one attribute of the shared Messages: the channel takes it only for
-    # its own connection and its own message object; otherwise it validates the message itself.
+    # The hook's hand-over lives in the plugin state of the connection it validated for: the channel
+    # takes it only from its own connection, for its own message object; else it validates the message itself.
     messages = make_messages()
     counts = count_parses(messages)
     payload = '{"type":"join","room":"mine"}'

@@ -17,11 +17,13 @@ from toolkit import (
     Accept,
     AcceptResult,
     Close,
+    CloseCode,
     ClosedBy,
     DenialResponse,
     MessageResult,
     ReceiveResult,
     Reply,
+    StateKey,
     WebSocket,
 )
 
@@ -37,11 +39,12 @@ OnRefused: TypeAlias = Literal["close", "error"]
 
 logger: Final = logging.getLogger("toolkit_auth")
 
-_UNAUTHORIZED_CLOSE: Final = Close(1008, "unauthorized")
+_UNAUTHORIZED_CLOSE: Final = Close.of(CloseCode.POLICY_VIOLATION, "unauthorized")
 _FORBIDDEN: Final = DenialResponse(403, "forbidden")
 #: The error message sent for a refused message with ``on_refused="error"``.
 FORBIDDEN_ERROR: Final = '{"type":"error","error":"forbidden"}'
 _FORBIDDEN_REPLY: Final = Reply(FORBIDDEN_ERROR)
+_ABSENT: Final = object()
 
 
 class AuthCallbackError(RuntimeError):
@@ -169,14 +172,17 @@ class AuthGate(toolkit.Plugin, Generic[P]):
         self._token_subprotocols = tuple(source for source in sources if isinstance(source, Subprotocol))
         challenge = ((b"www-authenticate", b"Bearer"),) if any(isinstance(s, Bearer) for s in sources) else ()
         self._unauthorized = DenialResponse(401, "unauthorized", challenge)
-        # Per open connection, its principal; removed by ws_close.
-        self._sessions: dict[WebSocket, P] = {}
+        # On each authenticated connection, in its plugin state: its principal, removed by ws_close.
+        # Per instance: two gates on one manager keep their principals apart.
+        self._principal: Final = StateKey[P]("toolkit_auth.AuthGate")
+        # An aggregate across connections: how many hold a principal of this gate.
+        self._open = 0
 
     # --- for the app ---------------------------------------------------------------------------
 
     def principal(self, websocket: WebSocket) -> P | None:
         """The principal of an open, authenticated connection (typed, unlike ``websocket.user``); else ``None``."""
-        return self._sessions.get(websocket)
+        return websocket.plugin_state.get(self._principal)
 
     def offered_subprotocols(self, websocket: WebSocket) -> list[str]:
         """The subprotocols the client offered, without those that carry a token: the ones to choose from."""
@@ -186,7 +192,7 @@ class AuthGate(toolkit.Plugin, Generic[P]):
     @property
     def open_connections(self) -> int:
         """How many authenticated connections are open (their state is freed when they close)."""
-        return len(self._sessions)
+        return self._open
 
     # --- hooks ---------------------------------------------------------------------------------
 
@@ -213,7 +219,10 @@ class AuthGate(toolkit.Plugin, Generic[P]):
         granted = self._scopes(principal)
         websocket.scope["user"] = principal
         websocket.scope["auth"] = AuthInfo(credential.source, granted)
-        self._sessions[websocket] = principal
+        state = websocket.plugin_state
+        if self._principal not in state:
+            self._open += 1
+        state[self._principal] = principal
         if accept.subprotocol is not None and self._carries_token(accept.subprotocol):
             logger.debug("the app chose a subprotocol that carries a token; accepting without a subprotocol")
             return accept.replace(subprotocol=None)
@@ -223,7 +232,7 @@ class AuthGate(toolkit.Plugin, Generic[P]):
     def ws_receive(self, websocket: WebSocket, data: str | bytes) -> ReceiveResult:
         # A plain def, so a chain of plain-def plugins stays on the toolkit's fast path. With an
         # async `authorize`, __init__ puts _receive_awaiting in its place, for this instance only.
-        principal = self._sessions.get(websocket)
+        principal = websocket.plugin_state.get(self._principal)
         if principal is None or self._expired(principal):
             logger.debug("closing: the credential has expired (or the connection never authenticated)")
             return _UNAUTHORIZED_CLOSE
@@ -239,14 +248,15 @@ class AuthGate(toolkit.Plugin, Generic[P]):
 
     @toolkit.hookimpl(tryfirst=True)
     def ws_send(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
-        principal = self._sessions.get(websocket)
+        principal = websocket.plugin_state.get(self._principal)
         if principal is None or self._expired(principal):
             logger.debug("closing: the credential has expired (or the connection never authenticated)")
             return _UNAUTHORIZED_CLOSE
         return None
 
     def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
-        self._sessions.pop(websocket, None)
+        if websocket.plugin_state.pop(self._principal, _ABSENT) is not _ABSENT:
+            self._open -= 1
 
     # --- internals -----------------------------------------------------------------------------
 
@@ -334,7 +344,7 @@ def _call_sync(what: str, function: Callable[..., Any], *args: object) -> object
 # as an instance's `ws_receive` when `authorize` is async. The marker gives it the same order.
 @toolkit.hookimpl(tryfirst=True)
 async def _receive_awaiting(self: AuthGate[Any], websocket: WebSocket, data: str | bytes) -> ReceiveResult:
-    principal = self._sessions.get(websocket)
+    principal = websocket.plugin_state.get(self._principal)
     if principal is None or self._expired(principal):
         logger.debug("closing: the credential has expired (or the connection never authenticated)")
         return _UNAUTHORIZED_CLOSE

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from toolkit_auth import AuthGate
 from toolkit_messages import Channel, Messages
 
-from toolkit import WebSocket, WebSocketDisconnect, WebSocketDisconnected
+from toolkit import Close, CloseCode, WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 __all__ = [
     "MAX_TEXT",
@@ -41,10 +41,10 @@ __all__ = [
 SUBPROTOCOL: Final = "chat.v1"
 #: The longest message, in characters, after surrounding whitespace is stripped.
 MAX_TEXT: Final = 500
-#: Close for a member whose outbox overflowed: "try again later".
-TOO_SLOW: Final = (1013, "too slow")
-#: Close for a ``say`` before ``join``.
-JOIN_FIRST: Final = (1008, "join first")
+#: Close for a member whose outbox overflowed: "try again later" (1013).
+TOO_SLOW: Final = Close.of(CloseCode.TRY_AGAIN_LATER, "too slow")
+#: Close for a ``say`` before ``join``: a policy violation (1008).
+JOIN_FIRST: Final = Close.of(CloseCode.POLICY_VIOLATION, "join first")
 
 
 # --- messages -------------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ class Chat:
         finally:
             self.room.leave(member)
         if member.too_slow:
-            await websocket.close(*TOO_SLOW)
+            await websocket.close(TOO_SLOW.code, TOO_SLOW.reason)
 
     async def _read(self, channel: ChatChannel, member: Member) -> None:
         async for message in channel:
@@ -205,7 +205,7 @@ class Chat:
             elif member in self.room:
                 self.room.broadcast(Said(name=member.name, text=message.text))
             else:
-                await channel.websocket.close(*JOIN_FIRST)
+                await channel.websocket.close(JOIN_FIRST.code, JOIN_FIRST.reason)
                 return
 
     async def _write(self, channel: ChatChannel, member: Member, tasks: CancelScope) -> None:

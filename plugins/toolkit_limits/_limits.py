@@ -1,9 +1,11 @@
 """The limits: message size (in and out), message rate, concurrent connections.
 
 Each is a plain object shared by every connection of the apps it is registered
-with; per-connection state lives in dicts keyed by the connection and is freed
-in ``ws_close``. The per-message hooks are sync (no awaiting) and do a handful
-of operations in the common case.
+with. What a limit keeps per connection (a rate bucket, the key a counted
+connection holds) lives in that connection's ``websocket.plugin_state``, under a
+key of the limit's own instance, and goes when the connection ends; only
+aggregates across connections (counts) stay on the object. The per-message hooks
+are sync (no awaiting) and do a handful of operations in the common case.
 """
 
 from __future__ import annotations
@@ -15,7 +17,17 @@ from collections.abc import Callable, Hashable
 from typing import Final, final
 
 import toolkit
-from toolkit import Accept, Close, ClosedBy, DenialResponse, MessageResult, WebSocket, WebSocketState
+from toolkit import (
+    Accept,
+    Close,
+    CloseCode,
+    ClosedBy,
+    DenialResponse,
+    MessageResult,
+    StateKey,
+    WebSocket,
+    WebSocketState,
+)
 
 __all__ = [
     "ConnectionLimit",
@@ -28,14 +40,14 @@ __all__ = [
 #: Where :class:`OutboundSizeLimit` reports an app that sent too much (sizes only, never content).
 logger: Final = logging.getLogger("toolkit_limits")
 
-_TOO_BIG: Final = Close(1009, "message too big")
-_INTERNAL_ERROR: Final = Close(1011, "internal error")
-_RATE_LIMIT_REASON: Final = "rate limit"
-# Close codes a rate limit may use (docs/close-codes.md): policy violation, or "try again later".
-_RATE_LIMIT_CODES: Final = frozenset({1008, 1013})
+_TOO_BIG: Final = Close.of(CloseCode.MESSAGE_TOO_BIG)
+_INTERNAL_ERROR: Final = Close.of(CloseCode.INTERNAL_ERROR)
+# The closes a rate limit may send (docs/close-codes.md): policy violation (1008), or "try again later" (1013).
+_RATE_LIMITED: Final = {
+    code: Close.of(code, "rate limit") for code in (CloseCode.POLICY_VIOLATION, CloseCode.TRY_AGAIN_LATER)
+}
 _TOO_MANY: Final = DenialResponse(429, "too many connections")
 _CONNECTED: Final = WebSocketState.CONNECTED
-_NOT_HELD: Final = object()
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -118,9 +130,10 @@ class OutboundSizeLimit(toolkit.Plugin):
         if _over_limit(data, self.max_bytes):
             size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
             logger.warning(
-                "the app sent a %d-byte message, over the %d-byte outbound limit; closing with 1011",
+                "the app sent a %d-byte message, over the %d-byte outbound limit; closing with %d",
                 size,
                 self.max_bytes,
+                _INTERNAL_ERROR.code,
             )
             return _INTERNAL_ERROR
         return None
@@ -140,64 +153,82 @@ class RateLimit(toolkit.Plugin):
     monotonic) is injectable for tests.
     """
 
-    __slots__ = ("_clock", "_close", "_due", "_interval", "_tolerance", "burst", "close_code", "rate")
+    __slots__ = ("_bucket", "_buckets", "_clock", "_close", "_interval", "_tolerance", "burst", "close_code", "rate")
 
     def __init__(
         self,
         rate: float,
         burst: int,
         *,
-        close_code: int = 1008,
+        close_code: int = CloseCode.POLICY_VIOLATION,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(rate, bool) or not isinstance(rate, int | float):
             raise TypeError(f"rate must be a number, got {type(rate).__name__}")
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError(f"rate must be a positive, finite number of messages per second, got {rate}")
-        if type(close_code) is not int or close_code not in _RATE_LIMIT_CODES:
-            raise ValueError(f"close_code must be 1008 or 1013, got {close_code!r}")
+        code: object = close_code  # run-time check of untyped input: an int or a CloseCode, not a bool
+        if not isinstance(code, int) or isinstance(code, bool) or code not in _RATE_LIMITED:
+            allowed = " or ".join(f"{member:d}" for member in _RATE_LIMITED)
+            raise ValueError(f"close_code must be {allowed}, got {close_code!r}")
         #: Tokens added per second.
         self.rate: Final = float(rate)
         #: Bucket size: how many messages may arrive at once.
         self.burst: Final = _positive_int("burst", burst)
         #: The close code sent when the bucket is empty.
-        self.close_code: Final = close_code
-        self._close: Final = Close(close_code, _RATE_LIMIT_REASON)
+        self.close_code: Final = CloseCode(close_code)
+        self._close: Final = _RATE_LIMITED[self.close_code]
         self._clock: Final = clock
         # The bucket is kept as its equivalent in time (GCRA, "virtual scheduling"): per connection,
-        # the instant at which the bucket will be full again. One float per connection, and one
-        # dict lookup and store per message. A message at `now` finds a token iff that instant is
-        # at most (burst - 1) intervals ahead of `now`.
+        # the instant at which the bucket will be full again. One small object per connection, in
+        # its plugin state; one lookup and one attribute store per message. A message at `now`
+        # finds a token iff that instant is at most (burst - 1) intervals ahead of `now`.
         self._interval: Final = 1.0 / self.rate
         # A microsecond of slack (less for very high rates) so float rounding in the running sum
         # never refuses a message that arrives exactly on time.
         self._tolerance: Final = (self.burst - 1) * self._interval + min(1e-6, self._interval / 2)
-        self._due: dict[WebSocket, float] = {}
+        # Per instance: two rate limits on one manager (a burst and a sustained one) keep two buckets.
+        self._bucket: Final = StateKey[_Bucket]("toolkit_limits.RateLimit")
+        self._buckets = 0
 
     @property
     def connections(self) -> int:
         """How many connections currently have a bucket (it is freed when a connection ends)."""
-        return len(self._due)
+        return self._buckets
 
     @toolkit.hookimpl(tryfirst=True)
     def ws_receive(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
         now = self._clock()
-        due = self._due.get(websocket)
-        if due is None:
+        bucket = websocket.plugin_state.get(self._bucket)
+        if bucket is None:
             # First message. A connection the app already closed may still drain messages
-            # after its ws_close: never start a bucket ws_close would not free.
+            # after its ws_close: never start a bucket ws_close would not count out.
             if websocket.application_state is not _CONNECTED:
                 return None
-            due = now
-        elif due < now:
+            websocket.plugin_state[self._bucket] = _Bucket(now + self._interval)
+            self._buckets += 1
+            return None
+        due = bucket.due
+        if due < now:
             due = now
         elif due - now > self._tolerance:
             return self._close
-        self._due[websocket] = due + self._interval
+        bucket.due = due + self._interval
         return None
 
     def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
-        self._due.pop(websocket, None)
+        if websocket.plugin_state.pop(self._bucket) is not None:
+            self._buckets -= 1
+
+
+@final
+class _Bucket:
+    """A :class:`RateLimit`'s bucket on one connection: the instant at which it is full again."""
+
+    __slots__ = ("due",)
+
+    def __init__(self, due: float) -> None:
+        self.due = due
 
 
 def client_host(websocket: WebSocket) -> str | None:
@@ -255,10 +286,12 @@ class ConnectionLimit(toolkit.Plugin):
         self.max_per_key: Final = None if max_per_key is None else _positive_int("max_per_key", max_per_key)
         #: Names the client a connection counts against.
         self.key: Final = key
+        # Aggregates across connections: the counts.
         self._total = 0
         self._per_key: dict[Hashable, int] = {}
-        # Each counted connection and its key (None: not counted per key).
-        self._held: dict[WebSocket, Hashable | None] = {}
+        # On each counted connection, in its plugin state: the key it counts against (None: not
+        # counted per key). Per instance: a global cap and a per-user cap may share one manager.
+        self._held: Final = StateKey[Hashable | None]("toolkit_limits.ConnectionLimit")
 
     @property
     def total(self) -> int:
@@ -272,7 +305,8 @@ class ConnectionLimit(toolkit.Plugin):
     @toolkit.hookimpl(trylast=True)
     def ws_accept(self, websocket: WebSocket, accept: Accept) -> DenialResponse | None:
         # No await from the checks to the counting: concurrent handshakes cannot both take the last slot.
-        if websocket in self._held:
+        state = websocket.plugin_state
+        if self._held in state:
             return None
         key = None
         if self.max_per_key is not None:
@@ -284,13 +318,14 @@ class ConnectionLimit(toolkit.Plugin):
         self._total += 1
         if key is not None:
             self._per_key[key] = self._per_key.get(key, 0) + 1
-        self._held[websocket] = key
+        state[self._held] = key
         return None
 
     def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
-        key = self._held.pop(websocket, _NOT_HELD)
-        if key is _NOT_HELD:
+        state = websocket.plugin_state
+        if self._held not in state:
             return
+        key = state.pop(self._held)
         self._total -= 1
         if key is not None:
             left = self._per_key[key] - 1

@@ -16,7 +16,7 @@ from typing import Any, Final, final
 from urllib.parse import unquote_plus
 
 import toolkit
-from toolkit import Accept, ClosedBy, DenialResponse, WebSocket
+from toolkit import Accept, CloseCode, ClosedBy, DenialResponse, StateKey, WebSocket
 
 __all__ = ["DEFAULT_REDACT_HEADERS", "DEFAULT_REDACT_KEYS", "REDACTED", "ConnectionLogger"]
 
@@ -182,7 +182,7 @@ class _Names:
 
 @final
 class _Connection:
-    """What the logger keeps per open connection; dropped in ``ws_close``."""
+    """What the logger keeps per open connection, in its ``websocket.plugin_state``; dropped in ``ws_close``."""
 
     __slots__ = (
         "bytes_in",
@@ -231,7 +231,7 @@ class ConnectionLogger(toolkit.Plugin):
     Every string logged is escaped (see ``docs/logging.md``), so no record can forge a log line.
     """
 
-    __slots__ = ("_connections", "_headers", "_json_keys", "_query", "log_messages", "logger", "max_payload")
+    __slots__ = ("_connection", "_headers", "_json_keys", "_open", "_query", "log_messages", "logger", "max_payload")
 
     def __init__(
         self,
@@ -255,20 +255,33 @@ class ConnectionLogger(toolkit.Plugin):
         self._query = _Names(redact_query, "redact_query")
         self._headers = _Names(redact_headers, "redact_headers")
         self._json_keys = _Names(redact_json_keys, "redact_json_keys")
-        self._connections: dict[WebSocket, _Connection] = {}
+        # What this logger keeps on each connection, in the connection's plugin state. Per instance:
+        # two loggers on one manager (a file and the console) count and name connections apart.
+        self._connection: Final = StateKey[_Connection]("toolkit_logging.ConnectionLogger")
+        # An aggregate across connections: how many hold this logger's state.
+        self._open = 0
 
     @property
     def open_connections(self) -> int:
         """How many connections this logger holds state for (freed in ``ws_close``)."""
-        return len(self._connections)
+        return self._open
 
     def conn_id(self, websocket: WebSocket) -> str | None:
         """The id this logger gave ``websocket`` (the ``ws_conn_id`` field), while it is open; else None.
 
         Put it in your own records to tie them to the connection's.
         """
-        connection = self._connections.get(websocket)
+        connection = websocket.plugin_state.get(self._connection)
         return None if connection is None else connection.conn_id
+
+    def _start(self, websocket: WebSocket) -> _Connection:
+        """This logger's state for ``websocket``, made (and counted) on first use."""
+        state = websocket.plugin_state
+        connection = state.get(self._connection)
+        if connection is None:
+            connection = state[self._connection] = _Connection()
+            self._open += 1
+        return connection
 
     # --- hooks ------------------------------------------------------------------------------------
 
@@ -277,9 +290,7 @@ class ConnectionLogger(toolkit.Plugin):
         # trylast: every other plugin has decided, so this sees the accept that goes out. A wrapper
         # may still deny, or sending the accept may fail: ws_close then logs a close record
         # (1006, with the denial's status) that pairs with this open record.
-        connection = self._connections.get(websocket)
-        if connection is None:
-            connection = self._connections[websocket] = _Connection()
+        connection = self._start(websocket)
         connection.opened = True
         connection.started = time.monotonic()
         connection.subprotocol = accept.subprotocol
@@ -311,7 +322,7 @@ class ConnectionLogger(toolkit.Plugin):
     @toolkit.hookimpl(tryfirst=True)
     def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None:
         # tryfirst: counts what the client sent, including messages a later plugin drops or refuses.
-        connection = self._connections.get(websocket)
+        connection = websocket.plugin_state.get(self._connection)
         if connection is not None:
             connection.msgs_in += 1
             connection.bytes_in += len(data) if isinstance(data, bytes) or data.isascii() else _utf8_len(data)
@@ -321,7 +332,7 @@ class ConnectionLogger(toolkit.Plugin):
     @toolkit.hookimpl(trylast=True)
     def ws_send(self, websocket: WebSocket, data: str | bytes) -> None:
         # trylast: counts what goes to the server, after other plugins replaced or dropped it.
-        connection = self._connections.get(websocket)
+        connection = websocket.plugin_state.get(self._connection)
         if connection is not None:
             connection.msgs_out += 1
             connection.bytes_out += len(data) if isinstance(data, bytes) or data.isascii() else _utf8_len(data)
@@ -331,19 +342,20 @@ class ConnectionLogger(toolkit.Plugin):
     @toolkit.hookimpl(trylast=True)
     def ws_denial(self, websocket: WebSocket, response: DenialResponse) -> None:
         # trylast: sees the response as other plugins left it. Logged once, by ws_close, which follows.
-        connection = self._connections.get(websocket)
-        if connection is None:
-            connection = self._connections[websocket] = _Connection()
+        connection = self._start(websocket)
         # Without the server's denial extension the toolkit sends a close; the client sees 403.
         connection.status = response.status if websocket.has_denial_extension else 403
 
     def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
-        connection = self._connections.pop(websocket, None)
+        connection = websocket.plugin_state.pop(self._connection)
         if connection is None:  # never accepted and no ws_denial: e.g. cancelled before accept
             connection = _Connection()
+        else:
+            self._open -= 1
         logger = self.logger
         if connection.opened:
-            level = logging.WARNING if code == 1011 or closed_by is ClosedBy.SERVER else logging.INFO
+            failed = code == CloseCode.INTERNAL_ERROR or closed_by is ClosedBy.SERVER
+            level = logging.WARNING if failed else logging.INFO
             if not logger.isEnabledFor(level):
                 return
             identity = self._identity(websocket, connection)

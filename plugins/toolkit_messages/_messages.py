@@ -2,19 +2,21 @@
 
 Each inbound message is parsed once, by pydantic-core, straight from the frame's
 text or bytes. When the plugin and a channel are used together, the hook's model
-is handed to the channel through one attribute: the hook runs inside the app's
-own ``receive()`` call and the channel reads the attribute right after, with no
-await between, checking that it holds this connection's very message object. So
-there is no per-connection table to clean up, and a hand-over another connection
-overwrote only costs a second validation. Outbound text is trusted the same way:
-the channel marks the exact object it is sending, and the ``ws_send`` hook checks
-every other outbound message against the schema.
+is handed to the channel through the connection's own plugin state
+(``websocket.plugin_state``, under a key of this ``Messages`` object): the hook runs
+inside the app's own ``receive()`` call, and the channel takes the model only for
+the very message object it received. Outbound text is trusted the same way: the
+channel marks, in the same state, the exact objects it is sending, and the
+``ws_receive`` hook the error answer it returns; the ``ws_send`` hook checks every
+other outbound message against the schema. Nothing per connection lives on the
+shared ``Messages`` object, so connections never see each other's hand-overs,
+whatever awaits between the hooks; the core empties the state when the connection ends.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Final, Generic, Literal, NotRequired, TypeAlias, TypeVar, final
 
 import pydantic_core
@@ -24,12 +26,15 @@ from typing_extensions import TypedDict, TypeForm  # pydantic needs typing_exten
 import toolkit
 from toolkit import (
     Close,
+    CloseCode,
     MessageResult,
     ReceiveResult,
     Reply,
+    StateKey,
     UnexpectedFrameType,
     WebSocket,
     WebSocketDisconnect,
+    WebSocketState,
 )
 
 __all__ = ["Channel", "ErrorDetail", "ErrorMessage", "ErrorPolicy", "MessageSchemas", "Messages", "OutboundError"]
@@ -41,10 +46,11 @@ OutT = TypeVar("OutT")
 ErrorPolicy: TypeAlias = Literal["error", "close"]
 
 # The close-code policy (docs/close-codes.md): fixed reasons, never input or exception text.
-_UNSUPPORTED: Final = Close(1003, "unsupported data")
-_MALFORMED: Final = Close(1003, "invalid JSON")
-_NOT_UTF8: Final = Close(1007, "invalid utf-8")
-_INVALID: Final = Close(1008, "invalid message")
+_UNSUPPORTED: Final = Close.of(CloseCode.UNSUPPORTED_DATA)
+_MALFORMED: Final = Close.of(CloseCode.UNSUPPORTED_DATA, "invalid JSON")
+_NOT_UTF8: Final = Close.of(CloseCode.INVALID_DATA)
+_INVALID: Final = Close.of(CloseCode.POLICY_VIOLATION, "invalid message")
+_CONNECTED: Final = WebSocketState.CONNECTED
 
 #: At most this many field errors are listed in one error message.
 MAX_REPORTED_ERRORS: Final = 20
@@ -81,6 +87,28 @@ class MessageSchemas(TypedDict):
     outbound: dict[str, Any]
     #: The error messages the endpoint sends for bad input under the ``"error"`` policies.
     error: dict[str, Any]
+
+
+@final
+class _Connection(Generic[InT]):
+    """What one :class:`Messages` keeps per connection, in ``websocket.plugin_state``: its hand-overs.
+
+    Created on a connection's first hand-over; the core empties the state when the connection ends.
+    """
+
+    __slots__ = ("others", "received", "reply", "sending")
+
+    def __init__(self) -> None:
+        #: The message the ``ws_receive`` hook validated last, and its model; the channel takes the
+        #: model when it receives this very object.
+        self.received: tuple[str | bytes, InT] | None = None
+        #: The error answer the ``ws_receive`` hook returned as a ``Reply``: ``ws_send`` lets exactly it through.
+        #: One connection receives in one task at a time, and the answer goes out within that receive.
+        self.reply: str | bytes | None = None
+        #: The object a channel of this connection is sending: ``ws_send`` lets exactly it through.
+        self.sending: str | bytes | None = None
+        #: Objects other tasks of the connection send meanwhile (a reader and a writer): rare, so made on demand.
+        self.others: list[str | bytes] | None = None
 
 
 class _Rejected(Exception):
@@ -146,14 +174,9 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
         )
         self._known_names: frozenset[str] | None = None
         self._model_serializers = _model_serializers(self.outbound.core_schema)
-        # Hand-overs between the hooks and the channel, as plain attributes (cheaper than context
-        # variables): each is used right after it is set, in the same task, with no await between
-        # on the fast path, and always checked by identity. If another connection overwrites one in
-        # between, the check fails and the message is only validated again: never a wrong result.
-        # The message the ws_receive hook validated last: (websocket, data, model).
-        self._received: tuple[WebSocket, str | bytes, InT] | None = None
-        # The exact outbound object being sent that this instance built or checked; ws_send lets it through.
-        self._sending: str | bytes | None = None
+        # Where this instance keeps its hand-overs on each connection. One key per instance: two
+        # Messages registered on one manager must never take each other's models or trust.
+        self._key: Final = StateKey[_Connection[InT]]("toolkit_messages")
 
     def __repr__(self) -> str:
         return (
@@ -274,11 +297,31 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
 
     async def _send_own(self, websocket: WebSocket, data: str | bytes) -> None:
         """Send text this instance built or checked itself; ``ws_send`` lets exactly this object through."""
-        self._sending = data
-        if isinstance(data, str):
-            await websocket.send_text(data)
-        else:
-            await websocket.send_bytes(data)
+        state = websocket.plugin_state
+        connection = state.get(self._key)
+        if connection is None:
+            if websocket.application_state is not _CONNECTED:  # the send fails as it should; keep no state
+                await _send(websocket, data)
+                return
+            connection = state[self._key] = _Connection()
+        if connection.sending is None:  # the common case: this task alone is sending on the connection
+            connection.sending = data
+            try:
+                await _send(websocket, data)
+            finally:
+                connection.sending = None
+            return
+        others = connection.others
+        if others is None:
+            others = connection.others = []
+        others.append(data)
+        try:
+            await _send(websocket, data)
+        finally:
+            for i, item in enumerate(others):
+                if item is data:
+                    del others[i]
+                    break
 
     # --- hooks --------------------------------------------------------------------------------
 
@@ -290,20 +333,41 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
             action = rejected.action
             if isinstance(action, Close):
                 return action
-            # The toolkit sends the answer in this task, through ws_send: let exactly this object through.
-            self._sending = action
+            # The toolkit sends the answer within this receive, through ws_send: let exactly this object through.
+            self._connection(websocket).reply = action
             return Reply(action)
-        self._received = (websocket, data, model)
+        state = websocket.plugin_state  # the _connection lookup, inlined: this runs for every valid message
+        connection = state.get(self._key)
+        if connection is None:
+            connection = state[self._key] = _Connection()
+        connection.received = (data, model)
         return None
 
     @toolkit.hookimpl(tryfirst=True)  # check what the app sent, before other plugins change it
     def ws_send(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
-        if data is not self._sending:
-            try:
-                self.outbound.validator.validate_json(data, strict=True)
-            except ValidationError as exc:
-                raise OutboundError(f"the app sent a message that does not match the schema: {_summary(exc)}") from exc
+        connection = websocket.plugin_state.get(self._key)
+        if connection is not None:
+            if data is connection.sending:
+                return None
+            if data is connection.reply:
+                connection.reply = None
+                return None
+            others = connection.others
+            if others and any(item is data for item in others):
+                return None
+        try:
+            self.outbound.validator.validate_json(data, strict=True)
+        except ValidationError as exc:
+            raise OutboundError(f"the app sent a message that does not match the schema: {_summary(exc)}") from exc
         return None
+
+    def _connection(self, websocket: WebSocket) -> _Connection[InT]:
+        """This instance's hand-overs on ``websocket``, made on first use."""
+        state = websocket.plugin_state
+        connection = state.get(self._key)
+        if connection is None:
+            connection = state[self._key] = _Connection()
+        return connection
 
 
 @final
@@ -335,10 +399,12 @@ class Channel(Generic[InT, OutT]):
             except UnexpectedFrameType:
                 action: Close | str | bytes = _UNSUPPORTED
             else:
-                received = messages._received
-                if received is not None and received[1] is data and received[0] is websocket:
-                    messages._received = None  # consumed: the hook validated exactly this message
-                    return received[2]
+                connection = websocket.plugin_state.get(messages._key)
+                if connection is not None:
+                    received = connection.received
+                    if received is not None and received[0] is data:
+                        connection.received = None  # consumed: the hook validated exactly this message
+                        return received[1]
                 try:
                     return messages._parse(data)
                 except _Rejected as rejected:
@@ -364,6 +430,11 @@ class Channel(Generic[InT, OutT]):
             return await self.receive()
         except WebSocketDisconnect:
             raise StopAsyncIteration from None
+
+
+def _send(websocket: WebSocket, data: str | bytes) -> Awaitable[None]:
+    """The send of ``data`` in its frame type (a plain def: no coroutine of its own per message)."""
+    return websocket.send_text(data) if isinstance(data, str) else websocket.send_bytes(data)
 
 
 def _has_non_json_words(data: str | bytes) -> bool:

@@ -18,7 +18,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from toolkit import ASGIApp, Message, Scope, WebSocketDisconnect
+from toolkit import ASGIApp, CloseCode, Message, Scope, WebSocketDisconnect
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -34,6 +34,9 @@ __all__ = [
 
 #: Seconds a client waits for the app, per message and for the app to finish.
 DEFAULT_TIMEOUT: Final = 5.0
+# Close codes as plain ints in the ASGI messages the client makes, as a server's are.
+_NORMAL: Final = int(CloseCode.NORMAL)
+_FAILED: Final = int(CloseCode.INTERNAL_ERROR)
 
 
 class ReceiveTimeout(AssertionError):
@@ -65,7 +68,7 @@ def _describe(message: Message) -> str:
         data = message.get("text")
         return f"a text message {data!r:.60}" if data is not None else f"a binary message {message.get('bytes')!r:.60}"
     if kind == "websocket.close":
-        return f"a close (code {message.get('code', 1000)}, reason {message.get('reason') or ''!r})"
+        return f"a close (code {message.get('code', _NORMAL)}, reason {message.get('reason') or ''!r})"
     return f"a {kind!r} message"
 
 
@@ -162,12 +165,12 @@ class WebSocketClient:
             self._app_state = "accepted"
         elif kind == "websocket.close":
             self._app_state = "closed"
-            self._disconnect_app(message.get("code") or 1000, message.get("reason") or "")  # the client echoes it
+            self._disconnect_app(message.get("code") or _NORMAL, message.get("reason") or "")  # the client echoes it
         elif kind == "websocket.http.response.start":
             self._app_state = "response"
         elif kind == "websocket.http.response.body" and not message.get("more_body", False):
             self._app_state = "closed"
-            self._disconnect_app(1006, "")
+            self._disconnect_app(int(CloseCode.ABNORMAL), "")
 
     def _disconnect_app(self, code: int, reason: str) -> None:
         if self._disconnect is None:
@@ -190,7 +193,9 @@ class WebSocketClient:
             elif self._app_state == "response":
                 self._from_app.send_nowait({"type": "websocket.http.response.body", "body": b""})
             elif self._app_state == "accepted" and self._disconnect is None:
-                self._from_app.send_nowait({"type": "websocket.close", "code": 1011 if error else 1000, "reason": ""})
+                self._from_app.send_nowait(
+                    {"type": "websocket.close", "code": _FAILED if error else _NORMAL, "reason": ""}
+                )
             self._app_state = "closed"
             self._from_app.close()
             self._app_done.set()
@@ -245,13 +250,13 @@ class WebSocketClient:
             raise WebSocketDisconnect(*self._closed)
         message = await self._next()
         if message["type"] == "websocket.close":
-            self._closed = (message.get("code") or 1000, message.get("reason") or "")
+            self._closed = (message.get("code") or _NORMAL, message.get("reason") or "")
         return message
 
     async def _receive_data(self) -> Message:
         message = await self.receive()
         if message["type"] == "websocket.close":
-            raise WebSocketDisconnect(*(self._closed or (1000, "")))
+            raise WebSocketDisconnect(*(self._closed or (_NORMAL, "")))
         return message
 
     async def receive_text(self) -> str:
@@ -295,7 +300,7 @@ class WebSocketClient:
             {"type": "websocket.receive", **({"text": text} if mode == "text" else {"bytes": text.encode()})}
         )
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = _NORMAL, reason: str = "") -> None:
         """Leave: the app's next ``receive`` gets ``websocket.disconnect`` with this code and reason."""
         self._client_left = True
         self._disconnect_app(code, reason)
@@ -309,7 +314,7 @@ class WebSocketClient:
         else:
             if message["type"] != "websocket.close":
                 raise AssertionError(f"expected the app to close the connection, got {_describe(message)}")
-            got = self._closed or (1000, "")
+            got = self._closed or (_NORMAL, "")
         if (code is not None and got[0] != code) or (reason is not None and got[1] != reason):
             expected = f"code {'any' if code is None else code}, reason {'any' if reason is None else repr(reason)}"
             raise AssertionError(f"expected a close with {expected}; got code {got[0]}, reason {got[1]!r}")
@@ -356,7 +361,7 @@ class Connection:
     ) -> None:
         assert self._task_group is not None  # noqa: S101 - entered
         client, task_group = self._client, self._task_group
-        client._disconnect_app(1000, "")  # the client leaves (if it has not), so the app can finish
+        client._disconnect_app(_NORMAL, "")  # the client leaves (if it has not), so the app can finish
         hang: AppDidNotFinish | None = None
         # Only a cancellation (or KeyboardInterrupt) goes into the task group: an exception raised
         # inside it would come out wrapped in an ExceptionGroup.

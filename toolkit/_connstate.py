@@ -10,7 +10,7 @@ exactly as long as the connection: it is emptied right after ``ws_close``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Generic, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final, overload
 
 __all__ = ["PluginState", "StateKey"]
 
@@ -36,69 +36,63 @@ class StateKey(Generic[T]):
         return f"StateKey({self.name!r})"
 
 
-@final
-class PluginState:
-    """The plugin state of one connection: a mapping from :class:`StateKey` to that key's value type.
+if TYPE_CHECKING:
 
-    Read with ``state[key]`` (``KeyError`` naming the key when unset),
-    ``state.get(key)`` or ``state.get(key, default)``; write with
-    ``state[key] = value`` or ``state.setdefault(key, value)``; remove with
-    ``del state[key]`` or ``state.pop(key, default)``. Emptied by the core right
-    after ``ws_close`` has run, so nothing a plugin stored outlives the connection.
-    """
+    @final
+    class PluginState:
+        """The plugin state of one connection: a mapping from :class:`StateKey` to that key's value type.
 
-    __slots__ = ("_values",)
+        Read with ``state[key]`` (``KeyError`` naming the key when unset),
+        ``state.get(key)`` or ``state.get(key, default)``; write with
+        ``state[key] = value`` or ``state.setdefault(key, value)``; remove with
+        ``del state[key]`` or ``state.pop(key, default)``. Emptied by the core right
+        after ``ws_close`` has run, so nothing a plugin stored outlives the connection.
+        """
 
-    def __init__(self) -> None:
-        self._values: dict[StateKey[Any], object] = {}
+        def __getitem__(self, key: StateKey[T], /) -> T: ...
+        def __setitem__(self, key: StateKey[T], value: T, /) -> None: ...
+        def __delitem__(self, key: StateKey[Any], /) -> None: ...
+        def __contains__(self, key: object, /) -> bool: ...
+        def __len__(self) -> int: ...
+        def __iter__(self) -> Iterator[StateKey[Any]]: ...
+        @overload
+        def get(self, key: StateKey[T], /) -> T | None: ...
+        @overload
+        def get(self, key: StateKey[T], default: D, /) -> T | D: ...
+        def get(self, key: StateKey[T], default: object = None, /) -> object:
+            """The key's value, or ``default`` (``None``) when it is not set."""
 
-    def __getitem__(self, key: StateKey[T]) -> T:
-        try:
-            return self._values[key]  # type: ignore[return-value]
-        except KeyError:
-            raise KeyError(f"{key!r} is not set on this connection") from None
+        def setdefault(self, key: StateKey[T], default: T, /) -> T:
+            """The key's value; when unset, set it to ``default`` first."""
 
-    def __setitem__(self, key: StateKey[T], value: T) -> None:
-        self._values[key] = value
+        @overload
+        def pop(self, key: StateKey[T], /) -> T | None: ...
+        @overload
+        def pop(self, key: StateKey[T], default: D, /) -> T | D: ...
+        def pop(self, key: StateKey[T], default: object = None, /) -> object:
+            """Remove the key and return its value, or ``default`` (``None``) when it was not set."""
 
-    def __delitem__(self, key: StateKey[Any]) -> None:
-        try:
-            del self._values[key]
-        except KeyError:
-            raise KeyError(f"{key!r} is not set on this connection") from None
+        def clear(self) -> None:
+            """Forget every value (the core calls it after ``ws_close``)."""
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._values
+else:
 
-    def __len__(self) -> int:
-        return len(self._values)
+    class PluginState(dict):
+        # At run time a dict, so a lookup costs what a dict lookup costs (plugins read it per message);
+        # the typed view above is what type checkers see.
+        __doc__ = "The plugin state of one connection: a mapping from StateKey to that key's value type."
+        __slots__ = ()
 
-    def __iter__(self) -> Iterator[StateKey[Any]]:
-        return iter(self._values)
+        def __missing__(self, key):
+            raise KeyError(f"{key!r} is not set on this connection")
 
-    @overload
-    def get(self, key: StateKey[T]) -> T | None: ...
-    @overload
-    def get(self, key: StateKey[T], default: D) -> T | D: ...
-    def get(self, key: StateKey[T], default: object = None) -> object:
-        """The key's value, or ``default`` (``None``) when it is not set."""
-        return self._values.get(key, default)
+        def __delitem__(self, key):
+            if key not in self:
+                raise KeyError(f"{key!r} is not set on this connection")
+            dict.__delitem__(self, key)
 
-    def setdefault(self, key: StateKey[T], default: T) -> T:
-        """The key's value; when unset, set it to ``default`` first."""
-        return self._values.setdefault(key, default)  # type: ignore[return-value]
+        def pop(self, key, default=None):
+            return dict.pop(self, key, default)
 
-    @overload
-    def pop(self, key: StateKey[T]) -> T | None: ...
-    @overload
-    def pop(self, key: StateKey[T], default: D) -> T | D: ...
-    def pop(self, key: StateKey[T], default: object = None) -> object:
-        """Remove the key and return its value, or ``default`` (``None``) when it was not set."""
-        return self._values.pop(key, default)
-
-    def clear(self) -> None:
-        """Forget every value (the core calls it after ``ws_close``)."""
-        self._values.clear()
-
-    def __repr__(self) -> str:
-        return f"PluginState({', '.join(key.name for key in self._values)})"
+        def __repr__(self):
+            return f"PluginState({', '.join(key.name for key in self)})"

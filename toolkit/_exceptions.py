@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import ClassVar
 
+from ._close import CloseCode
 from ._compat import DisconnectBase, DisconnectedBase
 
 __all__ = [
@@ -30,7 +31,7 @@ class WebSocketDisconnect(DisconnectBase):
     A subclass of Starlette's ``WebSocketDisconnect`` when Starlette is installed.
     """
 
-    def __init__(self, code: int = 1000, reason: str | None = None) -> None:
+    def __init__(self, code: int = CloseCode.NORMAL.value, reason: str | None = None) -> None:
         Exception.__init__(self, code, reason or "")
         #: The close code; 1005 when the client sent none, 1006 when the peer vanished.
         self.code = code
@@ -48,7 +49,7 @@ class WebSocketDenied(WebSocketDisconnect):
 
     def __init__(self, status: int) -> None:
         # 1006: a refused handshake never carried a close frame; browsers report 1006 too.
-        super().__init__(1006, "")
+        super().__init__(CloseCode.ABNORMAL.value, "")
         #: The HTTP status the client was sent (403 when the server lacks the denial extension).
         self.status = status
 
@@ -64,7 +65,7 @@ class MessageError(ValueError):
     """An inbound message could not be read as asked. ``close_code`` says how to close for it."""
 
     #: The close code the policy assigns to this error.
-    close_code: ClassVar[int] = 1003
+    close_code: ClassVar[int] = CloseCode.UNSUPPORTED_DATA
     #: A short, generic close reason that never contains the input.
     close_reason: ClassVar[str] = "unsupported data"
 
@@ -95,7 +96,7 @@ class InvalidUTF8(MessageError, UnicodeDecodeError):
     Also a ``UnicodeDecodeError``, which is what Starlette's ``receive_json(mode="binary")`` raises.
     """
 
-    close_code = 1007
+    close_code = CloseCode.INVALID_DATA
     close_reason = "invalid utf-8"
 
     def __init__(self, msg: str) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
-from ._close import check_close
+from ._close import CloseCode, check_close
 from ._types import Receive, Scope, Send
 
 __all__ = ["DenialResponse", "WebSocketClose"]
@@ -78,7 +78,7 @@ class WebSocketClose:
 
     __slots__ = ("code", "reason")
 
-    def __init__(self, code: int = 1000, reason: str | None = None) -> None:
+    def __init__(self, code: int = CloseCode.NORMAL.value, reason: str | None = None) -> None:
         check_close(code, reason or "")
         self.code = code
         self.reason = reason or ""

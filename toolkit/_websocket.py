@@ -89,7 +89,8 @@ class WebSocket(Mapping[str, Any]):
         self._close_chain = chains.get("ws_close")
         self._denial_chain = chains.get("ws_denial")
         self._response_parts: list[Message] | None = None
-        self._plugin_state: PluginState | None = None
+        #: Per-connection state for plugins, keyed by :class:`toolkit.StateKey`; emptied right after ``ws_close``.
+        self.plugin_state = PluginState()
         #: A task is waiting in the server's receive (one at a time, unless relayed).
         self._receiving = False
 
@@ -225,7 +226,9 @@ class WebSocket(Mapping[str, Any]):
         machine = self._machine
         while True:
             if self._receiving and not machine.relay:
-                raise RuntimeError("Another task is already receiving on this WebSocket; only one may receive at a time.")
+                raise RuntimeError(
+                    "Another task is already receiving on this WebSocket; only one may receive at a time."
+                )
             if machine.client is not _CONNECTED:
                 machine.check_receive()  # raises once the client has left
             self._receiving = True
@@ -474,16 +477,7 @@ class WebSocket(Mapping[str, Any]):
             return
         if self._close_chain is not None:
             run_observers(self._close_chain, self, ending.code, ending.reason, ending.closed_by)
-        if self._plugin_state is not None:
-            self._plugin_state.clear()
-
-    @property
-    def plugin_state(self) -> PluginState:
-        """Per-connection state for plugins, keyed by :class:`toolkit.StateKey`; emptied after ``ws_close``."""
-        state = self._plugin_state
-        if state is None:
-            state = self._plugin_state = PluginState()
-        return state
+        self.plugin_state.clear()
 
     @property
     def has_denial_extension(self) -> bool:
@@ -577,7 +571,7 @@ class WebSocket(Mapping[str, Any]):
         else:
             raise RuntimeError('The "mode" argument should be "text" or "binary".')
 
-    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+    async def close(self, code: int = CloseCode.NORMAL.value, reason: str | None = None) -> None:
         """Close (before accept: deny; the client sees HTTP 403). Refuses codes that may not be sent."""
         await self.send({"type": "websocket.close", "code": code, "reason": reason or ""})
 

@@ -1,0 +1,168 @@
+"""``ws_close`` fires exactly once for every connection that reached a hook, in every documented use.
+
+The uses: ``WebSocketApp``, ``async with WebSocket(...)``, ``ToolkitMiddleware``, and a
+``WebSocket`` built directly (the README's "build the socket yourself"). For the last, an
+endpoint that returns or raises without closing leaves the connection unfinished: when the
+socket is dropped, the core reports 1006 to ``ws_close`` and warns (``ResourceWarning``).
+Each test runs on asyncio and trio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import warnings
+from collections.abc import Awaitable, Callable
+
+import anyio
+import pytest
+from toolkit_limits import ConnectionLimit
+
+import toolkit
+from tests.support import Recorder, Transport, connect, disconnect, make_scope, text
+from toolkit import CloseCode, ClosedBy, WebSocket
+
+pytestmark = pytest.mark.anyio
+
+Endpoint = Callable[[WebSocket], Awaitable[None]]
+
+
+async def returns_after_accept(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.receive_text()
+
+
+async def raises_after_accept(websocket: WebSocket) -> None:
+    await websocket.accept()
+    raise LookupError("the app failed")
+
+
+async def returns_before_accept(websocket: WebSocket) -> None:
+    await websocket.receive()  # the handshake request, then nothing
+
+
+ENDPOINTS = [returns_after_accept, raises_after_accept, returns_before_accept]
+
+
+def directly_built_app(endpoint: Endpoint, manager: toolkit.PluginManager) -> toolkit.ASGIApp:
+    """A plain ASGI app that builds the socket itself, without ``async with``: the use that needs the net."""
+
+    async def app(scope: toolkit.Scope, receive: toolkit.Receive, send: toolkit.Send) -> None:
+        websocket = WebSocket(scope, receive, send, plugins=manager)
+        with contextlib.suppress(LookupError):  # the server would log it; the connection is left as it was
+            await endpoint(websocket)
+
+    return app
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: e.__name__)
+async def test_a_dropped_unfinished_socket_reports_1006_once_and_warns(endpoint: Endpoint) -> None:
+    recorder = Recorder()
+    app = directly_built_app(endpoint, toolkit.PluginManager(recorder))
+    transport = Transport([connect(), text("hello")])
+
+    async def run_and_collect() -> None:
+        await app(make_scope(), transport.receive, transport.send)
+        gc.collect()  # CPython frees it on return already; this makes the test independent of that
+
+    with pytest.warns(ResourceWarning, match=r"async with toolkit\.WebSocket"):
+        await run_and_collect()
+    assert recorder.closes() == [(CloseCode.ABNORMAL, "", ClosedBy.SERVER)]
+
+
+async def test_a_finished_socket_neither_warns_nor_reports_twice() -> None:
+    recorder = Recorder()
+
+    async def closes(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close(4000, "done")
+
+    app = directly_built_app(closes, toolkit.PluginManager(recorder))
+    transport = Transport([connect()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        await app(make_scope(), transport.receive, transport.send)
+        gc.collect()
+    assert recorder.closes() == [(4000, "done", ClosedBy.APP)]
+
+
+async def test_a_socket_without_plugins_never_warns() -> None:
+    async def app(scope: toolkit.Scope, receive: toolkit.Receive, send: toolkit.Send) -> None:
+        websocket = WebSocket(scope, receive, send)
+        await websocket.accept()
+
+    transport = Transport([connect()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        await app(make_scope(), transport.receive, transport.send)
+        gc.collect()
+    assert transport.sent_types() == ["websocket.accept"]
+
+
+CAP = 10
+ROUNDS = 1_000
+
+
+@pytest.mark.parametrize("use", ["direct", "async with", "WebSocketApp", "middleware"])
+async def test_a_connection_limit_admits_its_full_count_after_1000_early_endings(use: str) -> None:
+    """1,000 connections whose endpoints return early or raise; then the cap still admits CAP at once."""
+    limit = ConnectionLimit(max_total=CAP)
+    manager = toolkit.PluginManager(limit)
+
+    def build(endpoint: Endpoint) -> toolkit.ASGIApp:
+        if use == "direct":
+            return directly_built_app(endpoint, manager)
+        if use == "WebSocketApp":
+            return toolkit.WebSocketApp(endpoint, plugins=manager)
+        if use == "middleware":
+            inner = toolkit.WebSocketApp(endpoint)  # no plugins of its own: the middleware runs the hooks
+            return toolkit.ToolkitMiddleware(inner, plugins=manager)
+
+        async def app(scope: toolkit.Scope, receive: toolkit.Receive, send: toolkit.Send) -> None:
+            async with WebSocket(scope, receive, send, plugins=manager) as websocket:
+                await endpoint(websocket)
+
+        return app
+
+    apps = [build(endpoint) for endpoint in ENDPOINTS]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # the direct use warns for each: shown above
+        for n in range(ROUNDS):
+            transport = Transport([connect(), text("hello")])
+            # WebSocketApp and `async with` re-raise the endpoint's error for the server to log.
+            with contextlib.suppress(LookupError):
+                await apps[n % len(apps)](make_scope(), transport.receive, transport.send)
+        gc.collect()
+    assert limit.total == 0
+
+    # Now CAP connections at once, each holding its slot until the client leaves.
+    accepted: list[WebSocket] = []
+    leave, all_in = anyio.Event(), anyio.Event()
+
+    async def holds(websocket: WebSocket) -> None:
+        await websocket.accept()
+        accepted.append(websocket)
+        if len(accepted) == CAP:
+            all_in.set()
+        await websocket.receive()
+
+    holding = toolkit.WebSocketApp(holds, plugins=manager)
+
+    async def client() -> None:
+        async def receive() -> toolkit.Message:
+            if not transport.incoming:
+                await leave.wait()
+                return disconnect()
+            return transport.incoming.pop(0)
+
+        transport = Transport([connect()])
+        await holding(make_scope(), receive, transport.send)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            for _ in range(CAP):
+                group.start_soon(client)
+            await all_in.wait()
+            assert limit.total == CAP
+            leave.set()
+    assert limit.total == 0

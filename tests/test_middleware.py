@@ -7,6 +7,7 @@ every plugin saw, ``ws_close`` above all: exactly once per connection.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -163,16 +164,20 @@ async def test_without_plugins_the_app_gets_the_servers_own_channels() -> None:
         assert (seen_receive, seen_send) == (transport.receive, transport.send)
 
 
-async def test_with_plugins_the_app_gets_the_servers_scope_marked() -> None:
+async def test_with_plugins_the_app_gets_a_marked_copy_of_the_servers_scope() -> None:
     spy = Spy()
     plugins = PluginManager(Recorder())
     scope = make_scope(extensions=DENIAL_EXTENSION)
+    snapshot = dict(scope)
     transport = Transport([connect()])
     await ToolkitMiddleware(spy, plugins=plugins)(scope, transport.receive, transport.send)
     [(seen_scope, seen_receive, seen_send)] = spy.calls
-    assert seen_scope is scope  # what plugins put in the scope (websocket.user) is what the app reads
-    assert seen_scope["extensions"] == DENIAL_EXTENSION
-    assert seen_scope[RUNNING] == (plugins,)
+    # A shallow copy, marked: the server's own dict is never changed (issue 9).
+    assert seen_scope is not scope
+    assert seen_scope == {**snapshot, RUNNING: (plugins,)}
+    assert seen_scope["extensions"] is scope["extensions"]
+    assert scope == snapshot
+    assert RUNNING not in scope
     assert (seen_receive, seen_send) != (transport.receive, transport.send)
 
 
@@ -323,20 +328,16 @@ async def test_observer_plugins_change_nothing_on_random_sessions(
     transport = await serve(wrapped, *incoming)
 
     left = bool(direct_seen) and direct_seen[-1]["type"] == "websocket.disconnect"
-    if left and "code" not in direct_seen[-1]:  # a codeless close: the toolkit reports 1005 (RFC 6455 7.1.5)
-        assert seen == [*direct_seen[:-1], {**direct_seen[-1], "code": 1005}]
-    else:
-        assert seen == direct_seen
-    # The server saw the same messages; an app that leaves the connection open is closed for it (1000).
-    finished = [] if left or ending is not None else [close_message()]
-    assert transport.sent == [*direct.sent, *finished]
+    # The app saw the server's messages and the server the app's, unchanged (a codeless close included).
+    assert seen == direct_seen
+    assert transport.sent == direct.sent
     sends = [m for m in direct.sent if m["type"] == "websocket.send"]
     received = [m for m in seen if m["type"] == "websocket.receive"]
     assert recorder.names().count("ws_accept") == 1
     assert recorder.names().count("ws_send") == len(sends)
     assert recorder.names().count("ws_receive") == len(received)
-    if left:
-        code = seen[-1]["code"]
+    if left:  # a codeless close is reported as 1005 (RFC 6455 7.1.5), to ws_close only
+        code = seen[-1].get("code", 1005)
         expected = (code, seen[-1].get("reason", ""), ClosedBy.CLIENT)
     elif ending is not None:
         expected = (*ending, ClosedBy.APP)
@@ -374,7 +375,11 @@ async def test_hooks_see_change_and_report_a_starlette_apps_messages() -> None:
     assert recorder.closes() == [(4000, "bye", ClosedBy.CLIENT)]
 
 
-async def test_an_app_returning_without_closing_is_closed_with_1000() -> None:
+# Transparent (issue 9): the middleware sends nothing of its own when the app returns or raises; the server
+# answers as it would without it. ws_close is still told, once. (It used to close with 1000 / 1011 or deny.)
+
+
+async def test_an_app_returning_without_closing_is_reported_as_closed_with_1000_and_nothing_is_sent() -> None:
     recorder = Recorder()
 
     async def endpoint(websocket: sw.WebSocket) -> None:
@@ -382,24 +387,53 @@ async def test_an_app_returning_without_closing_is_closed_with_1000() -> None:
         await websocket.send_text("bye")
 
     transport = await serve(ToolkitMiddleware(on_starlette(endpoint), plugins=PluginManager(recorder)), connect())
-    assert transport.sent == [ACCEPTED, {"type": "websocket.send", "text": "bye"}, close_message()]
+    assert transport.sent == [ACCEPTED, {"type": "websocket.send", "text": "bye"}]
     assert recorder.closes() == [(1000, "", ClosedBy.APP)]
 
 
-async def test_an_app_returning_without_accepting_is_denied_with_403() -> None:
+@pytest.mark.parametrize(("raising", "status", "closed_by"), [(False, 403, ClosedBy.APP), (True, 500, ClosedBy.SERVER)])
+async def test_an_unanswered_handshake_is_reported_as_a_denial_and_nothing_is_sent(
+    raising: bool, status: int, closed_by: ClosedBy
+) -> None:
     recorder = Recorder()
 
     async def endpoint(websocket: sw.WebSocket) -> None:
         await websocket.receive()
+        if raising:
+            raise LookupError("app bug")
 
     app = ToolkitMiddleware(on_starlette(endpoint), plugins=PluginManager(recorder))
-    transport = await serve(app, connect(), extensions=DENIAL_EXTENSION)
-    assert transport.sent == [close_message()]  # a close before accept: the client sees 403
+    transport = Transport([connect()])
+    with pytest.raises(LookupError) if raising else contextlib.nullcontext():
+        await app(make_scope(extensions=DENIAL_EXTENSION), transport.receive, transport.send)
+    assert transport.sent == []  # the server answers the handshake itself
+    assert recorder.names() == ["ws_denial", "ws_close"]
+    [(_, denial)] = [call for call in recorder.calls if call[0] == "ws_denial"]
+    assert denial.status == status
+    assert recorder.closes() == [(1006, "", closed_by)]
+
+
+@pytest.mark.parametrize("extensions", [DENIAL_EXTENSION, {}], ids=["extension", "no-extension"])
+async def test_a_plugin_replacing_the_denial_of_an_unanswered_handshake_sends_it(extensions: dict[str, Any]) -> None:
+    # A plugin that acts still acts: its replacement goes out as any replaced denial does.
+    class Explain(toolkit.Plugin):
+        def ws_denial(self, websocket: WebSocket, response: DenialResponse) -> DenialResponse:
+            return DenialResponse(401, "who are you?", headers=((b"www-authenticate", b"Bearer"),))
+
+    recorder = Recorder()
+
+    async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+
+    transport = await serve(
+        ToolkitMiddleware(raw_app, plugins=PluginManager(recorder, Explain())), connect(), extensions=extensions
+    )
+    assert transport.sent == (GATE_DENIAL if extensions else [close_message()])
     assert recorder.names() == ["ws_denial", "ws_close"]
     assert recorder.closes() == [(1006, "", ClosedBy.APP)]
 
 
-async def test_an_app_raising_is_closed_with_1011_and_the_error_reaches_the_server() -> None:
+async def test_an_app_raising_after_accept_is_reported_as_1011_and_the_error_reaches_the_server() -> None:
     recorder = Recorder()
 
     async def endpoint(websocket: sw.WebSocket) -> None:
@@ -410,7 +444,7 @@ async def test_an_app_raising_is_closed_with_1011_and_the_error_reaches_the_serv
     app = ToolkitMiddleware(on_starlette(endpoint), plugins=PluginManager(recorder))
     with pytest.raises(LookupError, match="app bug"):
         await app(make_scope(), transport.receive, transport.send)
-    assert transport.sent == [ACCEPTED, close_message(1011, "internal error")]
+    assert transport.sent == [ACCEPTED]
     assert recorder.closes() == [(1011, "internal error", ClosedBy.SERVER)]
 
 
@@ -564,15 +598,14 @@ async def test_a_disconnect_the_app_lets_escape_is_not_an_error(caplog: pytest.L
 
 
 @pytest.mark.parametrize(
-    ("client_code", "app_code", "forwarded"),
-    [(None, 1005, False), (1001, 1001, True), (4000, 4000, True)],
+    ("client_code", "app_code"),
+    [(None, 1005), (1001, 1001), (4000, 4000)],
     ids=["codeless-echoed", "1001-echoed", "4000-echoed"],
 )
-async def test_closing_after_the_client_left_echoing_its_code(
-    client_code: int | None, app_code: int, forwarded: bool
-) -> None:
-    # Litestar's exception handler answers a client's close with a close of the same code. After a
-    # codeless close that is 1005, which may not be sent: the client is gone, so it is dropped quietly.
+async def test_closing_after_the_client_left_echoing_its_code(client_code: int | None, app_code: int) -> None:
+    # Litestar's exception handler answers a client's close with a close of the same code. After a codeless
+    # close that is 1005, which may not be sent: the server gets it as the app wrote it (it used to be
+    # dropped), and judges it itself; ws_close was told 1005 when the client left.
     recorder = Recorder()
 
     async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -580,35 +613,46 @@ async def test_closing_after_the_client_left_echoing_its_code(
         await send(ACCEPTED)
         message = await receive()
         assert message["type"] == "websocket.disconnect"
-        await send(close_message(message["code"], "disconnect event"))
+        await send(close_message(message.get("code", 1005), "disconnect event"))
 
     app = ToolkitMiddleware(raw_app, plugins=PluginManager(recorder))
     transport = await serve(app, connect(), disconnect(client_code))
-    assert transport.sent == [ACCEPTED, *([close_message(app_code, "disconnect event")] if forwarded else [])]
+    assert transport.sent == [ACCEPTED, close_message(app_code, "disconnect event")]
     assert recorder.closes() == [(app_code, "", ClosedBy.CLIENT)]
 
 
-async def test_an_unsendable_close_code_raises_value_error_while_connected() -> None:
+@pytest.mark.parametrize(
+    "close",
+    [
+        close_message(1006),
+        {"type": "websocket.close", "code": 4000, "reason": ["not", "a", "str"]},
+        {"type": "websocket.close", "code": 4000, "reason": None},
+        {"type": "websocket.close"},
+    ],
+    ids=["unsendable-code", "list-reason", "none-reason", "no-code"],
+)
+async def test_the_apps_close_goes_to_the_server_as_written(close: Message) -> None:
+    # The server judges the app's close, as without the middleware (the toolkit used to raise ValueError or
+    # TypeError in the app); ws_close is told an int code and a str reason.
     recorder = Recorder()
-    raised: list[str] = []
+    written = dict(close)
 
-    async def endpoint(websocket: sw.WebSocket) -> None:
-        await websocket.accept()
-        try:
-            await websocket.close(1006)
-        except ValueError as exc:
-            raised.append(str(exc))
+    async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send(ACCEPTED)
+        await send(close)
 
-    transport = await serve(ToolkitMiddleware(on_starlette(endpoint), plugins=PluginManager(recorder)), connect())
-    assert raised == ["close code 1006 may not be sent (RFC 6455 7.4)"]
-    # Starlette marked itself closed; the toolkit sent nothing and closes for the returning app.
-    assert transport.sent == [ACCEPTED, close_message()]
-    assert recorder.closes() == [(1000, "", ClosedBy.APP)]
+    transport = await serve(ToolkitMiddleware(raw_app, plugins=PluginManager(recorder)), connect())
+    assert transport.sent == [ACCEPTED, written]
+    assert transport.sent[1] is close
+    reason = close.get("reason")
+    assert recorder.closes() == [(close.get("code", 1000), reason if isinstance(reason, str) else "", ClosedBy.APP)]
 
 
 @pytest.mark.parametrize("again", [{"type": "websocket.send", "text": "late"}, close_message()], ids=["send", "close"])
-async def test_sending_after_the_apps_own_close_is_still_its_error(again: Message) -> None:
-    # Only a close the toolkit made is forgiven; after its own close the app gets the error a server gives.
+async def test_sending_after_the_apps_own_close_goes_to_the_server(again: Message) -> None:
+    # Only a close the toolkit made is forgiven; after its own close, what the app sends is for the server to
+    # judge, as without the middleware (the toolkit used to raise WebSocketDisconnected itself).
     recorder = Recorder()
 
     async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -617,11 +661,8 @@ async def test_sending_after_the_apps_own_close_is_still_its_error(again: Messag
         await send(close_message(4000, "done"))
         await send(again)
 
-    transport = Transport([connect()])
-    app = ToolkitMiddleware(raw_app, plugins=PluginManager(recorder))
-    with pytest.raises(toolkit.WebSocketDisconnected, match="once a close message has been sent"):
-        await app(make_scope(), transport.receive, transport.send)
-    assert transport.sent == [ACCEPTED, close_message(4000, "done")]
+    transport = await serve(ToolkitMiddleware(raw_app, plugins=PluginManager(recorder)), connect())
+    assert transport.sent == [ACCEPTED, close_message(4000, "done"), again]
     assert recorder.closes() == [(4000, "done", ClosedBy.APP)]
 
 
@@ -642,6 +683,128 @@ async def test_receiving_again_after_a_plugin_close_raises_instead_of_hanging() 
     assert got == [{"type": "websocket.disconnect", "code": 4100, "reason": "plugin cue"}]
     assert transport.sent == [ACCEPTED, close_message(4100, "plugin cue")]
     assert recorder.closes() == [(4100, "plugin cue", ClosedBy.PLUGIN)]
+
+
+# --- the relay where plugins act, and where the server fails -------------------------------------------
+
+
+class Filter(toolkit.Plugin):
+    """Drops "skip"; answers "ping" with "pong" itself."""
+
+    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> toolkit.Drop | toolkit.Reply | None:
+        if data == "skip":
+            return toolkit.DROP
+        return toolkit.Reply("pong") if data == "ping" else None
+
+
+READY: Final[Message] = {"type": "websocket.send", "text": "ready"}
+
+
+async def serve_two_readers(
+    plugin: toolkit.Plugin, recorder: Recorder, *incoming: Message
+) -> tuple[list[Any], list[Message]]:
+    """A raw app whose two tasks both wait in receive() before the client sends ``incoming``; what each got."""
+    inbox_in, inbox = anyio.create_memory_object_stream[Message](len(incoming) + 1)
+    sent: list[Message] = []
+
+    async def server_send(message: Message) -> None:
+        sent.append(message)
+        if message is READY:  # both readers wait: now the client speaks
+            for item in incoming:
+                inbox_in.send_nowait(item)
+
+    got: list[Any] = []
+
+    async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send(ACCEPTED)
+
+        async def reader() -> None:
+            message = await receive()
+            got.append(message.get("text", message))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            tg.start_soon(reader)
+            await anyio.lowlevel.checkpoint()  # both readers now wait in receive()
+            await send(READY)
+        await send(close_message())
+
+    inbox_in.send_nowait(connect())
+    with inbox_in, inbox, anyio.fail_after(5):
+        await ToolkitMiddleware(raw_app, plugins=PluginManager(recorder, plugin))(
+            make_scope(), inbox.receive, server_send
+        )
+    return got, sent
+
+
+async def test_dropped_and_answered_messages_with_two_tasks_receiving() -> None:
+    recorder = Recorder()
+    got, sent = await serve_two_readers(
+        Filter(), recorder, text("skip"), text("ping"), text("a"), text("skip"), text("b")
+    )
+    assert sorted(got) == ["a", "b"]
+    assert sent == [ACCEPTED, READY, {"type": "websocket.send", "text": "pong"}, close_message()]
+    assert recorder.closes() == [(1000, "", ClosedBy.APP)]
+
+
+async def test_a_plugin_close_reaches_every_task_waiting_in_receive() -> None:
+    recorder = Recorder()
+    got, sent = await serve_two_readers(CloseOnCue(), recorder, text("plugin"), text("after the close"))
+    told = {"type": "websocket.disconnect", "code": 4100, "reason": "plugin cue"}
+    assert got == [told, told]  # the second waiter, handed a message after the close, is told as the first was
+    assert sent == [ACCEPTED, READY, close_message(4100, "plugin cue")]  # the app's own close was a no-op
+    assert recorder.closes() == [(4100, "plugin cue", ClosedBy.PLUGIN)]
+
+
+async def test_a_failed_server_send_reaches_the_app_unchanged() -> None:
+    # The server's own exception, not the toolkit's WebSocketDisconnect: the app (Starlette's WebSocket, say)
+    # handles it as it would without the middleware. ws_close reports the client gone; no hook runs after it.
+    recorder = Recorder()
+    error = OSError("gone")
+    raised: list[BaseException] = []
+    transport = Transport([connect()])
+
+    async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send(ACCEPTED)
+        transport.send_error = error
+        for data in ("a", "b"):
+            try:
+                await send({"type": "websocket.send", "text": data})
+            except OSError as exc:
+                raised.append(exc)
+
+    await ToolkitMiddleware(raw_app, plugins=PluginManager(recorder))(make_scope(), transport.receive, transport.send)
+    assert len(raised) == 2
+    assert all(exc is error for exc in raised)
+    assert transport.sent == [ACCEPTED]
+    assert recorder.names() == ["ws_accept", "ws_send", "ws_close"]
+    assert recorder.closes() == [(1006, "", ClosedBy.CLIENT)]
+
+
+@pytest.mark.parametrize("raising", [False, True], ids=["returns", "raises"])
+async def test_an_unfinished_denial_response_goes_out_as_the_app_sent_it(raising: bool) -> None:
+    # ws_denial holds an app's denial until its body is complete; an app that stops halfway still has what it
+    # sent delivered, and nothing more: the server ends the response.
+    recorder = Recorder()
+    start: Message = {"type": "websocket.http.response.start", "status": 403, "headers": []}
+    part: Message = {"type": "websocket.http.response.body", "body": b"no", "more_body": True}
+
+    async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send(start)
+        await send(part)
+        if raising:
+            raise LookupError("app bug")
+
+    transport = Transport([connect()])
+    app = ToolkitMiddleware(raw_app, plugins=PluginManager(recorder))
+    with pytest.raises(LookupError) if raising else contextlib.nullcontext():
+        await app(make_scope(extensions=DENIAL_EXTENSION), transport.receive, transport.send)
+    assert transport.sent == [start, part]
+    assert transport.sent[0] is start
+    assert recorder.closes() == [(1006, "", ClosedBy.SERVER if raising else ClosedBy.APP)]
 
 
 # --- exactly once: the same manager inside ------------------------------------------------------------

@@ -343,6 +343,5 @@ def test_no_bare_close_code_in_the_plugins() -> None:
     assert bare_codes_under("plugins") == []
 
 
-@pytest.mark.xfail(strict=True, reason="core literals pending")
 def test_no_bare_close_code_in_the_core() -> None:
     assert bare_codes_under("toolkit") == []

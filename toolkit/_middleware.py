@@ -16,10 +16,13 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, Final, TypeAlias, final
 
+from ._chains import run_observers
+from ._close import CloseCode
 from ._exceptions import WebSocketDisconnect
-from ._hookspecs import ClosedBy
-from ._plugins import PluginManager, run_denial
+from ._lifecycle import Outcome
+from ._plugins import PluginManager
 from ._responses import DenialResponse
+from ._results import ClosedBy
 from ._types import Message
 from ._websocket import RUNNING_PLUGINS, WebSocket, WebSocketState
 
@@ -129,9 +132,10 @@ class _Relay:
         self._broken = False  # the server failed to send one of the app's messages: the app talks to it directly
         self._failed: Exception | None = None  # what the server's send last raised
         # How the toolkit ended the connection, as the app was told (1006: before the app heard why).
-        self._code = 1006
+        self._code: int = CloseCode.ABNORMAL
         self._reason = ""
         self.websocket = WebSocket(scope, self._pending_message, self._send_to_server, plugins=plugins)
+        self.websocket._machine.relay = True  # someone else's app: its closes go out as written
 
     # --- the WebSocket's own channels ------------------------------------------------------------------
 
@@ -242,18 +246,19 @@ class _Relay:
     async def _close(self, message: Message) -> None:
         """The app's close: to the server exactly as written; ``ws_close`` gets a code and a str reason."""
         websocket = self.websocket
-        websocket.application_state = _DISCONNECTED
+        machine = websocket._machine
+        code = message.get("code", CloseCode.NORMAL)
+        reason = message.get("reason")
+        code = int(code) if isinstance(code, int) else CloseCode.NORMAL.value
+        reason = reason if isinstance(reason, str) else ""
+        machine.closing(code, reason)  # a relay: not checked, the server judges the app's close
         self._app_ended = True
         try:
             await self._server_send(message)
         except OSError:
-            websocket._end(1006, "", ClosedBy.CLIENT)  # as the WebSocket reports a close that could not go out
+            websocket._report(machine.send_failed())  # as the WebSocket reports a close that could not go out
             raise
-        code = message.get("code", 1000)
-        reason = message.get("reason")
-        websocket._end(
-            int(code) if isinstance(code, int) else 1000, reason if isinstance(reason, str) else "", ClosedBy.APP
-        )
+        websocket._report(machine.end(code, reason, ClosedBy.APP))
 
     async def _deny_by_close(self, message: Message) -> None:
         """The app's close before accept: ``ws_denial`` sees it; it goes out as written unless a plugin changes it."""
@@ -276,23 +281,23 @@ class _Relay:
         into the app after a plugin ended the connection is swallowed.
         """
         websocket = self.websocket
+        machine = websocket._machine
         try:
             if exc is not None and not isinstance(exc, Exception):
                 return False  # cancelled: reported below
             if isinstance(exc, WebSocketDisconnect) and self._ended_by_toolkit():
                 return True
-            closed_by = ClosedBy.APP if exc is None else ClosedBy.SERVER
-            state = websocket.application_state
+            outcome = Outcome.RETURNED if exc is None else Outcome.RAISED
+            state = machine.app
             if state is _CONNECTING:
-                await self._unanswered(403 if exc is None else 500, closed_by)
+                await self._unanswered(403 if exc is None else 500, ClosedBy.APP if exc is None else ClosedBy.SERVER)
             elif state is _RESPONSE:
-                await self._unfinished_response(closed_by)
-            elif exc is not None:
-                websocket._end(1011, "internal error", ClosedBy.SERVER)
-            websocket._end(1000, "", ClosedBy.APP)  # no-op unless nothing above ended it
+                await self._unfinished_response(ClosedBy.APP if exc is None else ClosedBy.SERVER)
+            websocket._report(machine.finished(outcome))  # no-op if something above ended it
             return False
         finally:
-            websocket._end(1006, "", ClosedBy.SERVER)  # no-op unless cancelled (or failed) before anything ended it
+            # No-op unless cancelled (or failed) before anything ended it.
+            websocket._report(machine.finished(Outcome.CANCELLED))
 
     async def _unanswered(self, status: int, closed_by: ClosedBy) -> None:
         """The app never answered the handshake; the server will. ``ws_denial`` sees the status it proposes.
@@ -304,10 +309,10 @@ class _Relay:
         response: DenialResponse | None = None
         if chain is not None:
             proposed = DenialResponse.for_status(status)
-            adjusted = run_denial(chain, websocket, proposed)
+            adjusted = run_observers(chain, websocket, proposed)
             if adjusted is not proposed:
                 response = adjusted
-        websocket.application_state = _DISCONNECTED
+        websocket._machine.denying()
         if response is not None:
             try:
                 if websocket.has_denial_extension:
@@ -317,23 +322,24 @@ class _Relay:
                         {"type": "websocket.http.response.body", "body": response.body, "more_body": False}
                     )
                 else:
-                    await self._server_send({"type": "websocket.close", "code": 1000, "reason": ""})
+                    await self._server_send({"type": "websocket.close", "code": CloseCode.NORMAL.value, "reason": ""})
             except OSError:
                 pass  # the client left mid-handshake; the denial stands either way
-        websocket._end(1006, "", closed_by)
+        websocket._report(websocket._machine.denied(403 if response is None else response.status, closed_by))
 
     async def _unfinished_response(self, closed_by: ClosedBy) -> None:
         """The app began a denial response and never finished it: what it sent goes out; the server ends it."""
         websocket = self.websocket
         parts = websocket._response_parts  # held for ws_denial until the body was complete
         websocket._response_parts = None
-        websocket.application_state = _DISCONNECTED
+        machine = websocket._machine
+        machine.denying()
         try:
             for part in parts or ():
                 await self._server_send(part)
         except OSError:
             pass
-        websocket._end(1006, "", closed_by)
+        websocket._report(machine.denied(machine.denial_status, closed_by))
 
 
 def _disconnect_for_hooks(message: Message) -> Message:
@@ -344,6 +350,6 @@ def _disconnect_for_hooks(message: Message) -> Message:
         return message
     return {
         **message,
-        "code": int(code) if isinstance(code, int) else 1005,
+        "code": int(code) if isinstance(code, int) else CloseCode.NO_STATUS.value,
         "reason": reason if isinstance(reason, str) else "",
     }

@@ -4,6 +4,7 @@ Everything public is importable from here; the underscored modules are private.
 """
 
 from ._app import WebSocketApp
+from ._chains import is_async
 from ._close import MAX_REASON_BYTES, Close, CloseCode
 from ._connstate import PluginState, StateKey
 from ._datastructures import URL, Address, Headers, QueryParams, State
@@ -101,5 +102,6 @@ __all__ = [
     "compose",
     "find_plugins",
     "hookimpl",
+    "is_async",
     "load_plugins",
 ]

@@ -56,12 +56,6 @@ class AuthCallbackError(RuntimeError):
     """
 
 
-def _is_async(function: object) -> bool:
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
-        inspect.getattr_static(type(function), "__call__", None)
-    )
-
-
 @final
 class AuthGate(toolkit.Plugin, Generic[P]):
     """Authenticate every handshake; optionally authorize each message and enforce expiry.
@@ -153,7 +147,7 @@ class AuthGate(toolkit.Plugin, Generic[P]):
             ("scopes", scopes, False),
         )
         for name, function, may_be_async in callables:
-            if function is not None and (not callable(function) or (not may_be_async and _is_async(function))):
+            if function is not None and (not callable(function) or (not may_be_async and toolkit.is_async(function))):
                 raise TypeError(f"{name} must be a {'' if may_be_async else 'plain (not async) '}callable")
         self.verifier = verifier
         #: The credential sources, in the order they are tried.
@@ -164,9 +158,9 @@ class AuthGate(toolkit.Plugin, Generic[P]):
         self.on_refused: OnRefused = on_refused
         self.expires_at = expires_at
         self.scopes = scopes
-        self._verifier_async = _is_async(verifier)
-        self._allow_async = _is_async(allow)
-        self._authorize_async = _is_async(authorize)
+        self._verifier_async = toolkit.is_async(verifier)
+        self._allow_async = toolkit.is_async(allow)
+        self._authorize_async = toolkit.is_async(authorize)
         if self._authorize_async:  # the hook must await it: this instance's ws_receive is async
             self.__dict__["ws_receive"] = types.MethodType(_receive_awaiting, self)
         self._token_subprotocols = tuple(source for source in sources if isinstance(source, Subprotocol))

@@ -3,7 +3,11 @@
 The tables below are the specification, written out by hand (Starlette's wording included):
 what every message means in every state, on both sides, and what the endpoint's end leaves to
 do. They are never computed from the module's own tables. A hypothesis state machine then
-drives one ``Lifecycle`` with random events and checks the invariants the shell relies on.
+drives a ``Lifecycle`` with random events and checks the invariants the shell relies on.
+
+The machine guards only what ``received``, ``check_receive``, ``app_sends`` and ``check_close``
+check; the follow-up events trust the shell to call them when the action said so (``accepted``
+from CONNECTING, for one). No event changes state and then raises: ``closing`` checks first.
 """
 
 from __future__ import annotations
@@ -723,34 +727,70 @@ def test_scenario_cancelled() -> None:
 # --- 3. random events --------------------------------------------------------------------------------
 
 ANY_CODES: Final = st.sampled_from([*VALID_CODES, *FORBIDDEN_CODES, True, CloseCode.NORMAL, CloseCode.ABNORMAL])
-#: The codes the shell ever records: checked ones, the toolkit's own, a client's (servers give 1000-4999).
+#: The codes an ASGI close message carries (an int, ASGI says): sendable or not.
+ASGI_CODES: Final = st.sampled_from([*VALID_CODES, *FORBIDDEN_CODES, CloseCode.NORMAL, CloseCode.POLICY_VIOLATION])
+#: The codes the shell records besides the app's own: the toolkit's, a client's (servers give 1000-4999).
 ENDING_CODES: Final = st.one_of(st.sampled_from(list(CloseCode)), st.sampled_from(VALID_CODES), st.integers(1000, 4999))
 ANY_REASONS: Final = st.sampled_from(REASONS)
+CLIENT_REASONS: Final = st.sampled_from(["", "bye", "x" * 123])
 STATUSES: Final = st.sampled_from([403, 500, 401, 404, 200, 302, 599])
+CLOSED_BY: Final = st.sampled_from(list(ClosedBy))
+OUTCOMES: Final = st.sampled_from(list(Outcome))
 #: The events that may record the ending; each returns it when it does.
 RECORDERS: Final = {"client_left", "denied", "send_failed", "end", "finished"}
+#: Legal starts, so that every state is visited: connected or not, accepted / denial started or not.
+PREFIXES: Final = st.sampled_from(
+    [("connect", "accept"), ("accept",), ("connect",), (), ("connect", "respond"), ("respond",)]
+)
+#: Raw events in any state, for the examples that are not driven as the shell drives the machine.
+wild_only = precondition(lambda self: self.wild)
 
 
 class LifecycleMachine(RuleBasedStateMachine):
-    """Random events on one Lifecycle; after each, the invariants the shell relies on.
+    """Random events on one Lifecycle; after each event, the invariants the shell relies on.
 
-    Every public event method is a rule. Two follow-ups are called only where the shell calls them,
-    since the machine does not guard them: ``accepted`` and ``response_starts`` right after
-    ``app_sends`` answered ACCEPT / RESPONSE_START, i.e. with the app side CONNECTING.
+    In a *wild* example every public event method is a rule of its own, with generated arguments,
+    in any state. Two follow-ups are called only where the shell calls them, since the machine does
+    not guard them: ``accepted`` and ``response_starts``, right after ``app_sends`` answered ACCEPT /
+    RESPONSE_START (the app side CONNECTING). The ``shell_*`` rules chain the events as
+    toolkit/_websocket.py does for one message, a plugin's close or the endpoint's end; the other
+    examples use only those and the queries, so they live long enough to visit every state. Each
+    connection starts from a state reached legally, and once it is over the example goes on with a
+    new one.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.machine = Lifecycle()
         self.previous = snapshot(self.machine)
+        self.wild = True
 
-    @initialize(relay=st.booleans())
-    def start(self, relay: bool) -> None:
+    @initialize(wild=st.booleans(), relay=st.booleans(), prefix=PREFIXES)
+    def start(self, *, wild: bool, relay: bool, prefix: tuple[str, ...]) -> None:
+        self.wild = wild
+        self.connect(relay, prefix)
+
+    @precondition(lambda self: self.machine.app is DISCONNECTED and self.machine.ending is not None)
+    @rule(relay=st.booleans(), prefix=PREFIXES)
+    def next_connection(self, relay: bool, prefix: tuple[str, ...]) -> None:
+        """The connection is over, and little can still happen to it: go on with a new one."""
+        self.connect(relay, prefix)
+
+    def connect(self, relay: bool, prefix: tuple[str, ...]) -> None:
         self.machine = Lifecycle(relay=relay)
         self.previous = snapshot(self.machine)
+        for event in prefix:
+            if event == "connect":
+                assert (
+                    self.step("received", lambda: self.machine.received("websocket.connect")) is ClientAction.CONNECTED
+                )
+            elif event == "accept":
+                self.step("accepted", self.machine.accepted)
+            else:
+                self.step("response_starts", lambda: self.machine.response_starts(404))
 
     def step(self, name: str, call: Callable[[], object], expected: Refused | None = None) -> object:
-        """Run one event. An exception must be the expected one (if any) and change nothing."""
+        """Run one event: an exception must be the expected one (if any) and change nothing."""
         before = snapshot(self.machine)
         result = attempt(call)
         after = snapshot(self.machine)
@@ -763,10 +803,31 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert result is after[2], f"{name} recorded {after[2]} but returned {result!r}"
         elif name in RECORDERS and not isinstance(result, Exception):
             assert result is None, f"{name} returned {result!r} without recording it"
+        self.check_transition()
         return result
+
+    def check_transition(self) -> None:
+        client, app, ending, _, relay = snapshot(self.machine)
+        old_client, old_app, old_ending, _, old_relay = self.previous
+        assert relay is old_relay
+        if old_ending is not None:
+            assert ending is old_ending, "the ending changed once recorded"
+        if old_app is DISCONNECTED:
+            assert app is DISCONNECTED, f"the app side left DISCONNECTED for {app}"
+        if old_client is DISCONNECTED:
+            assert client is DISCONNECTED, f"the client side left DISCONNECTED for {client}"
+        if app is CONNECTING:
+            assert old_app is CONNECTING, f"the app side went back to CONNECTING from {old_app}"
+        if client is CONNECTING:
+            assert old_client is CONNECTING, f"the client side went back to CONNECTING from {old_client}"
+        if app is RESPONSE and old_app is not RESPONSE:
+            assert old_app is CONNECTING, f"RESPONSE reached from {old_app}"
+        assert client is not RESPONSE
+        self.previous = snapshot(self.machine)
 
     # --- the client side
 
+    @wild_only
     @rule(message_type=st.sampled_from(CLIENT_TYPES))
     def received(self, message_type: str) -> None:
         client = self.machine.client
@@ -790,9 +851,27 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert isinstance(result, Exception)
             expected.check(result)
 
-    @rule(code=st.none() | ENDING_CODES, reason=st.sampled_from(["", "bye", "x" * 123]))
+    @wild_only
+    @rule(code=st.none() | ENDING_CODES, reason=CLIENT_REASONS)
     def client_left(self, code: int | None, reason: str) -> None:
-        self.step("client_left", lambda: self.machine.client_left(code, reason))
+        first = self.machine.ending is None
+        sides = snapshot(self.machine)[:2]
+        result = self.step("client_left", lambda: self.machine.client_left(code, reason))
+        if first:
+            assert result == Ending(1005 if code is None else int(code), reason, CLIENT)
+        assert snapshot(self.machine)[:2] == sides
+
+    @rule(message_type=st.sampled_from(CLIENT_TYPES), code=st.none() | ENDING_CODES, reason=CLIENT_REASONS)
+    def shell_receives(self, message_type: str, code: int | None, reason: str) -> None:
+        """``WebSocket.receive``: check, take the message (skipping the machine for data), report a disconnect."""
+        if self.machine.client is not CONNECTED and isinstance(
+            self.step("check_receive", self.machine.check_receive), Exception
+        ):
+            return
+        if message_type == "websocket.receive" and self.machine.client is CONNECTED:
+            return  # the shell's own transition, which changes nothing (test_the_shells_own_transitions_change_nothing)
+        if self.step("received", lambda: self.machine.received(message_type)) is ClientAction.LEFT:
+            self.step("client_left", lambda: self.machine.client_left(code, reason))
 
     # --- the app side
 
@@ -817,6 +896,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         refused = not self.machine.relay and not (sendable(code) and reason_ok(reason))
         assert isinstance(result, ValueError | TypeError) if refused else result is None
 
+    @wild_only
     @rule(code=ANY_CODES, reason=ANY_REASONS)
     def closing(self, code: int, reason: str) -> None:
         result = self.step("closing", lambda: self.machine.closing(code, reason))
@@ -827,23 +907,25 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert result is None
             assert self.machine.app is DISCONNECTED
 
+    @wild_only
     @rule()
     def denying(self) -> None:
         assert self.step("denying", self.machine.denying) is None
         assert self.machine.app is DISCONNECTED
 
-    @precondition(lambda self: self.machine.app is CONNECTING)
+    @precondition(lambda self: self.wild and self.machine.app is CONNECTING)
     @rule()
     def accepted(self) -> None:
         assert self.step("accepted", self.machine.accepted) is None
         assert self.machine.app is CONNECTED
 
-    @precondition(lambda self: self.machine.app is CONNECTING)
+    @precondition(lambda self: self.wild and self.machine.app is CONNECTING)
     @rule(status=STATUSES)
     def response_starts(self, status: int) -> None:
         assert self.step("response_starts", lambda: self.machine.response_starts(status)) is None
         assert (self.machine.app, self.machine.denial_status) == (RESPONSE, status)
 
+    @wild_only
     @rule(more_body=st.booleans())
     def response_body(self, more_body: bool) -> None:
         app = self.machine.app
@@ -855,7 +937,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert result is AppAction.RESPONSE_END
             assert self.machine.app is DISCONNECTED
 
-    @rule(status=STATUSES, closed_by=st.sampled_from(list(ClosedBy)))
+    @wild_only
+    @rule(status=STATUSES, closed_by=CLOSED_BY)
     def denied(self, status: int, closed_by: ClosedBy) -> None:
         first = self.machine.ending is None
         result = self.step("denied", lambda: self.machine.denied(status, closed_by))
@@ -863,6 +946,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert result == Ending(1006, "", closed_by)
         assert (self.machine.app, self.machine.denial_status) == (DISCONNECTED, status)
 
+    @wild_only
     @rule()
     def send_failed(self) -> None:
         first = self.machine.ending is None
@@ -871,6 +955,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert result == Ending(1006, "", CLIENT)
         assert self.machine.app is DISCONNECTED
 
+    @wild_only
     @rule()
     def told_closed(self) -> None:
         ending = self.machine.ending
@@ -878,6 +963,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert result is ending if ending is not None else result == Ending(1006, "", SERVER)
         assert self.machine.client is DISCONNECTED
 
+    @wild_only
     @rule()
     def plugin_closes(self) -> None:
         app = self.machine.app
@@ -886,29 +972,139 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert self.machine.client is DISCONNECTED
         assert self.machine.app is (DISCONNECTED if app is CONNECTED else app)
 
+    @rule(
+        message_type=st.sampled_from(APP_TYPES),
+        code=ASGI_CODES,
+        reason=st.sampled_from(["", "bye", "x" * 123, "x" * 124]),
+        status=STATUSES,
+        more_body=st.booleans(),
+        send_fails=st.booleans(),
+        hooked=st.booleans(),
+    )
+    def shell_sends(
+        self, *, message_type: str, code: int, reason: str, status: int, more_body: bool, send_fails: bool, hooked: bool
+    ) -> None:
+        """``WebSocket.send``: ask the machine, then report what happened, as the shell does.
+
+        ``hooked``: a ``ws_denial`` hook runs, so an app's denial response is buffered and reported by ``denied``.
+        """
+        action = self.step("app_sends", lambda: self.machine.app_sends(message_type))
+        if action is AppAction.ACCEPT:
+            self.step("accepted", self.machine.accepted)
+            if send_fails:
+                self.step("send_failed", self.machine.send_failed)
+        elif action is AppAction.SEND:
+            if send_fails:
+                self.step("send_failed", self.machine.send_failed)
+        elif action is AppAction.CLOSE:
+            if isinstance(self.step("closing", lambda: self.machine.closing(code, reason)), Exception):
+                return
+            if send_fails:
+                self.step("send_failed", self.machine.send_failed)
+            else:
+                self.step("end", lambda: self.machine.end(code, reason, APP))
+            assert self.machine.ending is not None
+        elif action is AppAction.DENY:
+            if isinstance(self.step("check_close", lambda: self.machine.check_close(code, reason)), Exception):
+                return
+            self.step("denying", self.machine.denying)
+            self.step("denied", lambda: self.machine.denied(403, APP))
+            assert self.machine.ending is not None
+        elif action is AppAction.RESPONSE_START:
+            self.step("response_starts", lambda: self.machine.response_starts(status))
+        elif action is AppAction.RESPONSE_BODY:
+            last = self.step("response_body", lambda: self.machine.response_body(more_body))
+            if last is AppAction.RESPONSE_END:
+                if hooked:
+                    self.step("denied", lambda: self.machine.denied(self.machine.denial_status, APP))
+                else:
+                    self.step("end", lambda: self.machine.end(CloseCode.ABNORMAL, "", APP))
+                assert self.machine.ending is not None
+
+    @precondition(
+        lambda self: self.machine.app is CONNECTED or (self.machine.client is CONNECTED and self.machine.ending is None)
+    )
+    @rule(
+        code=st.sampled_from(VALID_CODES),
+        reason=st.sampled_from(["", "policy violation", "x" * 123]),
+        send_fails=st.booleans(),
+    )
+    def shell_plugin_closes(self, code: int, reason: str, send_fails: bool) -> None:
+        """``WebSocket._plugin_closed``: a hook returned ``Close`` (or failed) while sending or receiving."""
+        if self.step("plugin_closes", self.machine.plugin_closes):
+            if send_fails:
+                self.step("end", lambda: self.machine.end(CloseCode.ABNORMAL, "", PLUGIN))
+            else:
+                self.step("end", lambda: self.machine.end(code, reason, PLUGIN))
+            assert self.machine.ending is not None
+        told = self.step("told_closed", self.machine.told_closed)
+        assert self.machine.ending is None or told is self.machine.ending
+        assert self.machine.client is DISCONNECTED
+
+    @rule(outcome=OUTCOMES, send_fails=st.booleans(), hooked=st.booleans(), extension=st.booleans())
+    def shell_finish(self, *, outcome: Outcome, send_fails: bool, hooked: bool, extension: bool) -> None:
+        """``WebSocket.__aexit__``: finish, do what it says, finished; then finished(CANCELLED) in ``finally``.
+
+        ``hooked``: a ``ws_denial`` hook runs (an app's denial response was buffered); ``extension``: the
+        server has the denial-response extension (a denial for a raising app shows 500, else 403).
+        """
+        raised = outcome is Outcome.RAISED
+        action = self.step("finish", lambda: self.machine.finish(outcome))
+        if action is AppAction.CLOSE:
+            code, reason = (CloseCode.INTERNAL_ERROR, "internal error") if raised else (CloseCode.NORMAL, "")
+            self.step("closing", lambda: self.machine.closing(code, reason))
+            if send_fails:
+                self.step("end", lambda: self.machine.end(CloseCode.ABNORMAL, "", CLIENT))
+            else:
+                self.step("end", lambda: self.machine.end(code, reason, SERVER if raised else APP))
+        elif action is AppAction.DENY:
+            self.step("denying", self.machine.denying)
+            self.step(
+                "denied", lambda: self.machine.denied(500 if raised and extension else 403, SERVER if raised else APP)
+            )
+        elif action is AppAction.RESPONSE_END:  # sent through WebSocket.send, an OSError suppressed
+            assert self.step("app_sends", lambda: self.machine.app_sends("websocket.http.response.body")) is (
+                AppAction.RESPONSE_BODY
+            )
+            assert self.step("response_body", lambda: self.machine.response_body(False)) is AppAction.RESPONSE_END
+            if hooked:
+                self.step("denied", lambda: self.machine.denied(self.machine.denial_status, APP))
+            elif not send_fails:
+                self.step("end", lambda: self.machine.end(CloseCode.ABNORMAL, "", APP))
+        else:
+            assert action is None
+        self.step("finished", lambda: self.machine.finished(outcome))
+        assert self.machine.ending is not None  # ws_close fired, whatever happened
+        assert self.step("finished", lambda: self.machine.finished(Outcome.CANCELLED)) is None
+        if action is not None:
+            assert self.machine.app is DISCONNECTED  # whatever had to go out went out: nothing may follow
+
     # --- the end
 
-    @rule(code=ENDING_CODES, reason=st.sampled_from(["", "bye", "x" * 123]), closed_by=st.sampled_from(list(ClosedBy)))
+    @wild_only
+    @rule(code=ENDING_CODES, reason=CLIENT_REASONS, closed_by=CLOSED_BY)
     def end(self, code: int, reason: str, closed_by: ClosedBy) -> None:
         first = self.machine.ending is None
         result = self.step("end", lambda: self.machine.end(code, reason, closed_by))
         if first:
             assert result == Ending(int(code), reason, closed_by)
 
+    @wild_only
     @rule(code=st.sampled_from(["abc", None, b"x"]))
     def end_with_garbage(self, code: object) -> None:
         first = self.machine.ending is None
         result = self.step("end", lambda: self.machine.end(code, "", APP))  # type: ignore[arg-type]
         assert isinstance(result, ValueError | TypeError) if first else result is None  # once ended, not even read
 
-    @rule(outcome=st.sampled_from(list(Outcome)))
+    @rule(outcome=OUTCOMES)
     def finish(self, outcome: Outcome) -> None:
         expected = FINISH_TABLE[outcome, self.machine.app, self.machine.client]
         before = snapshot(self.machine)
         assert self.step("finish", lambda: self.machine.finish(outcome)) is expected
         assert same(snapshot(self.machine), before)
 
-    @rule(outcome=st.sampled_from(list(Outcome)))
+    @wild_only
+    @rule(outcome=OUTCOMES)
     def finished(self, outcome: Outcome) -> None:
         first = self.machine.ending is None
         result = self.step("finished", lambda: self.machine.finished(outcome))
@@ -916,7 +1112,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert result == FINISHED_ENDINGS[outcome]
         assert self.machine.ending is not None
 
-    @rule(outcome=st.sampled_from(list(Outcome)))
+    @wild_only
+    @rule(outcome=OUTCOMES)
     def finish_with_nothing_to_send(self, outcome: Outcome) -> None:
         """The shell's ``_finish`` when there is nothing to send: finish says None, finished ends it."""
         if self.step("finish", lambda: self.machine.finish(outcome)) is None:
@@ -927,23 +1124,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @invariant()
     def transitions_are_allowed(self) -> None:
-        client, app, ending, _, relay = snapshot(self.machine)
-        old_client, old_app, old_ending, _, old_relay = self.previous
-        assert relay is old_relay
-        if old_ending is not None:
-            assert ending is old_ending, "the ending changed once recorded"
-        if old_app is DISCONNECTED:
-            assert app is DISCONNECTED, f"the app side left DISCONNECTED for {app}"
-        if old_client is DISCONNECTED:
-            assert client is DISCONNECTED, f"the client side left DISCONNECTED for {client}"
-        if app is CONNECTING:
-            assert old_app is CONNECTING, f"the app side went back to CONNECTING from {old_app}"
-        if client is CONNECTING:
-            assert old_client is CONNECTING, f"the client side went back to CONNECTING from {old_client}"
-        if app is RESPONSE and old_app is not RESPONSE:
-            assert old_app is CONNECTING, f"RESPONSE reached from {old_app}"
-        assert client is not RESPONSE
-        self.previous = snapshot(self.machine)
+        self.check_transition()  # also after each event of a compound rule
 
     @invariant()
     def values_are_well_typed(self) -> None:
@@ -954,14 +1135,15 @@ class LifecycleMachine(RuleBasedStateMachine):
         ending = machine.ending
         if ending is not None:
             assert type(ending.code) is int, f"ending code {ending.code!r} is a {type(ending.code).__name__}"
-            assert 1000 <= ending.code <= 4999
+            if not machine.relay:  # relayed, the app's close is recorded as written: the server judges it
+                assert 1000 <= ending.code <= 4999, f"ending code {ending.code}"
             assert type(ending.reason) is str
             assert isinstance(ending.closed_by, ClosedBy)
 
 
 LifecycleMachine.TestCase.settings = settings(
-    max_examples=250,
-    stateful_step_count=30,
+    max_examples=300,
+    stateful_step_count=40,
     deadline=None,
     derandomize=True,
     database=None,

@@ -161,13 +161,13 @@ FINISH_TABLE: Final[dict[tuple[Outcome, WebSocketState, WebSocketState], AppActi
     (_D, RESPONSE, CONNECTING): AppAction.RESPONSE_END,
     (_D, RESPONSE, CONNECTED): AppAction.RESPONSE_END,
     (_D, RESPONSE, DISCONNECTED): AppAction.RESPONSE_END,
-    # raised: close (1011) whenever the app side is open, whatever the client did
+    # raised: close (1011) if both sides are open (nobody to close for once the client left)
     (_X, CONNECTING, CONNECTING): AppAction.DENY,
     (_X, CONNECTING, CONNECTED): AppAction.DENY,
     (_X, CONNECTING, DISCONNECTED): AppAction.DENY,
     (_X, CONNECTED, CONNECTING): AppAction.CLOSE,
     (_X, CONNECTED, CONNECTED): AppAction.CLOSE,
-    (_X, CONNECTED, DISCONNECTED): AppAction.CLOSE,
+    (_X, CONNECTED, DISCONNECTED): None,
     (_X, DISCONNECTED, CONNECTING): None,
     (_X, DISCONNECTED, CONNECTED): None,
     (_X, DISCONNECTED, DISCONNECTED): None,
@@ -416,7 +416,11 @@ def test_closing_refuses_unless_relayed(code: object, reason: object, refused: R
     assert same(snapshot(machine), before)
     error = attempt(lambda: machine.closing(code, reason))  # type: ignore[arg-type]
     assert isinstance(error, Exception)
-    refused.check(error)
+    if app is CONNECTED:
+        refused.check(error)
+    else:  # closing is only an event of an open app side: the shell's bug, whatever the code
+        assert type(error) is RuntimeError
+        assert str(error) == f"lifecycle: closing is not an event of the app state {app.name}"
     assert same(snapshot(machine), before)
 
 
@@ -427,6 +431,10 @@ def test_relay_passes_any_close(code: object, reason: object, refused: Refused, 
     machine = machine_in(app, CONNECTED, relay=True)
     machine.check_close(code, reason)  # type: ignore[arg-type]
     assert snapshot(machine) == (CONNECTED, app, None, 403, True)
+    if app is not CONNECTED:
+        with pytest.raises(RuntimeError, match="closing is not an event"):
+            machine.closing(code, reason)  # type: ignore[arg-type]
+        return
     machine.closing(code, reason)  # type: ignore[arg-type]
     assert snapshot(machine) == (CONNECTED, DISCONNECTED, None, 403, True)
 
@@ -896,7 +904,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         refused = not self.machine.relay and not (sendable(code) and reason_ok(reason))
         assert isinstance(result, ValueError | TypeError) if refused else result is None
 
-    @wild_only
+    @precondition(lambda self: self.wild and self.machine.app is CONNECTED)
     @rule(code=ANY_CODES, reason=ANY_REASONS)
     def closing(self, code: int, reason: str) -> None:
         result = self.step("closing", lambda: self.machine.closing(code, reason))
@@ -907,7 +915,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert result is None
             assert self.machine.app is DISCONNECTED
 
-    @wild_only
+    @precondition(lambda self: self.wild and self.machine.app in (CONNECTING, RESPONSE))
     @rule()
     def denying(self) -> None:
         assert self.step("denying", self.machine.denying) is None
@@ -926,6 +934,36 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert (self.machine.app, self.machine.denial_status) == (RESPONSE, status)
 
     @wild_only
+    @rule(
+        event=st.sampled_from(["closing", "denying", "accepted", "response_starts", "response_body"]),
+        code=ANY_CODES,
+        reason=ANY_REASONS,
+    )
+    def out_of_state(self, event: str, code: int, reason: str) -> None:
+        """A follow-up event in a state no message could have led to: refused as a bug of the shell, no change."""
+        allowed = {
+            "closing": (CONNECTED,),
+            "denying": (CONNECTING, RESPONSE),
+            "accepted": (CONNECTING,),
+            "response_starts": (CONNECTING,),
+            "response_body": (RESPONSE,),
+        }[event]
+        if self.machine.app in allowed:
+            return
+        calls = {
+            "closing": lambda: self.machine.closing(code, reason),
+            "denying": self.machine.denying,
+            "accepted": self.machine.accepted,
+            "response_starts": lambda: self.machine.response_starts(403),
+            "response_body": lambda: self.machine.response_body(False),
+        }
+        before = snapshot(self.machine)
+        result = self.step(event, calls[event])
+        assert type(result) is RuntimeError
+        assert str(result) == f"lifecycle: {event} is not an event of the app state {self.machine.app.name}"
+        assert same(snapshot(self.machine), before)
+
+    @precondition(lambda self: self.wild and self.machine.app is RESPONSE)
     @rule(more_body=st.booleans())
     def response_body(self, more_body: bool) -> None:
         app = self.machine.app

@@ -622,18 +622,23 @@ async def test_closing_after_the_client_left_echoing_its_code(client_code: int |
 
 
 @pytest.mark.parametrize(
-    "close",
+    ("close", "told"),
     [
-        close_message(1006),
-        {"type": "websocket.close", "code": 4000, "reason": ["not", "a", "str"]},
-        {"type": "websocket.close", "code": 4000, "reason": None},
-        {"type": "websocket.close"},
+        (close_message(1006), 1006),
+        (close_message(999), 1006),
+        (close_message(5000), 1006),
+        ({"type": "websocket.close", "code": True}, 1006),
+        ({"type": "websocket.close", "code": "1000"}, 1006),
+        ({"type": "websocket.close", "code": 4000, "reason": ["not", "a", "str"]}, 4000),
+        ({"type": "websocket.close", "code": 4000, "reason": None}, 4000),
+        ({"type": "websocket.close", "code": None}, 1000),
+        ({"type": "websocket.close"}, 1000),
     ],
-    ids=["unsendable-code", "list-reason", "none-reason", "no-code"],
+    ids=["1006", "999", "5000", "bool", "str-code", "list-reason", "none-reason", "none-code", "no-code"],
 )
-async def test_the_apps_close_goes_to_the_server_as_written(close: Message) -> None:
+async def test_the_apps_close_goes_to_the_server_as_written(close: Message, told: int) -> None:
     # The server judges the app's close, as without the middleware (the toolkit used to raise ValueError or
-    # TypeError in the app); ws_close is told an int code and a str reason.
+    # TypeError in the app); ws_close is told a code a close frame can carry (1006 when none could) and a str.
     recorder = Recorder()
     written = dict(close)
 
@@ -646,7 +651,9 @@ async def test_the_apps_close_goes_to_the_server_as_written(close: Message) -> N
     assert transport.sent == [ACCEPTED, written]
     assert transport.sent[1] is close
     reason = close.get("reason")
-    assert recorder.closes() == [(close.get("code", 1000), reason if isinstance(reason, str) else "", ClosedBy.APP)]
+    [(code, told_reason, closed_by)] = recorder.closes()
+    assert (code, told_reason, closed_by) == (told, reason if isinstance(reason, str) else "", ClosedBy.APP)
+    assert type(code) is int
 
 
 @pytest.mark.parametrize("again", [{"type": "websocket.send", "text": "late"}, close_message()], ids=["send", "close"])

@@ -166,3 +166,30 @@ async def test_a_connection_limit_admits_its_full_count_after_1000_early_endings
             assert limit.total == CAP
             leave.set()
     assert limit.total == 0
+
+
+@pytest.mark.parametrize("fails_at", ["start", "body"])
+async def test_a_client_gone_during_the_apps_denial_response_is_reported_as_the_clients(fails_at: str) -> None:
+    """The server's OSError reaches the app as Starlette's would; ws_close says 1006 by the client, not 1011."""
+    closes: list[tuple[int, str, ClosedBy]] = []  # ws_close only: a ws_denial hook would buffer the response
+
+    class Closes(toolkit.Plugin):
+        def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+            closes.append((code, reason, closed_by))
+
+    async def denies(websocket: WebSocket) -> None:
+        await websocket.receive()
+        await websocket.send({"type": "websocket.http.response.start", "status": 401, "headers": []})
+        await websocket.send({"type": "websocket.http.response.body", "body": b"no", "more_body": False})
+
+    class FailsLate(Transport):
+        async def send(self, message: toolkit.Message) -> None:
+            if fails_at == "body" and message["type"] == "websocket.http.response.body":
+                raise OSError("gone")
+            await super().send(message)
+
+    transport = FailsLate([connect()]) if fails_at == "body" else Transport([connect()], send_error=OSError("gone"))
+    app = toolkit.WebSocketApp(denies, plugins=toolkit.PluginManager(Closes()))
+    with pytest.raises(OSError, match="gone"):
+        await app(make_scope(extensions={"websocket.http.response": {}}), transport.receive, transport.send)
+    assert closes == [(CloseCode.ABNORMAL, "", ClosedBy.CLIENT)]

@@ -184,27 +184,38 @@ class Lifecycle:
 
     def closing(self, code: int, reason: str) -> None:
         """The app's close (or one sent for it) is checked and about to go out: nothing may follow it."""
+        self._require("closing", CONNECTED)
         self.check_close(code, reason)
         self.app = DISCONNECTED
 
     def denying(self) -> None:
         """A denial is about to go out: nothing may follow it."""
+        self._require("denying", CONNECTING, RESPONSE)
         self.app = DISCONNECTED
 
     def accepted(self) -> None:
         """``ws_accept`` let the accept through; it is going out."""
+        self._require("accepted", CONNECTING)
         self.app = CONNECTED
 
     def response_starts(self, status: int) -> None:
+        """The app began an HTTP denial response."""
+        self._require("response_starts", CONNECTING)
         self.app = RESPONSE
         self.denial_status = status
 
     def response_body(self, more_body: bool) -> AppAction:
         """A part of the denial's body; the last one closes the app side (the ending is the shell's to report)."""
+        self._require("response_body", RESPONSE)
         if more_body:
             return AppAction.RESPONSE_BODY
         self.app = DISCONNECTED
         return AppAction.RESPONSE_END
+
+    def _require(self, event: str, *states: WebSocketState) -> None:
+        # The shell calls these only after app_sends() allowed the message: a mismatch is a bug in the shell.
+        if self.app not in states:
+            raise RuntimeError(f"lifecycle: {event} is not an event of the app state {self.app.name}")
 
     def denied(self, status: int, closed_by: ClosedBy) -> Ending | None:
         """The handshake was refused with HTTP ``status``. A refused handshake never carried a close frame: 1006."""
@@ -249,7 +260,7 @@ class Lifecycle:
         if outcome is Outcome.CANCELLED:
             return None
         app = self.app
-        if app is CONNECTED and (outcome is Outcome.RAISED or self.client is not DISCONNECTED):
+        if app is CONNECTED and self.client is not DISCONNECTED:  # nobody to close for once the client left
             return AppAction.CLOSE
         if app is CONNECTING:
             return AppAction.DENY

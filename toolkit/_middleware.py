@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from typing import Any, Final, TypeAlias, final
 
 from ._chains import run_observers
-from ._close import CloseCode
+from ._close import CloseCode, check_close
 from ._exceptions import WebSocketDisconnect
 from ._lifecycle import Outcome
 from ._plugins import PluginManager
@@ -247,9 +247,8 @@ class _Relay:
         """The app's close: to the server exactly as written; ``ws_close`` gets a code and a str reason."""
         websocket = self.websocket
         machine = websocket._machine
-        code = message.get("code", CloseCode.NORMAL)
+        code = _code_for_hooks(message.get("code"))
         reason = message.get("reason")
-        code = int(code) if isinstance(code, int) else CloseCode.NORMAL.value
         reason = reason if isinstance(reason, str) else ""
         machine.closing(code, reason)  # a relay: not checked, the server judges the app's close
         self._app_ended = True
@@ -340,6 +339,24 @@ class _Relay:
         except OSError:
             pass
         websocket._report(machine.denied(machine.denial_status, closed_by))
+
+
+def _code_for_hooks(code: object) -> int:
+    """The app's close code as ``ws_close`` is told it: none is a normal close (ASGI's default); a code no
+    close frame may carry (a bool, a non-integer, a reserved or out-of-range number) is reported as abnormal."""
+    if code is None:
+        return CloseCode.NORMAL.value
+    if isinstance(code, int) and not isinstance(code, bool) and _sendable(code):
+        return int(code)
+    return CloseCode.ABNORMAL.value
+
+
+def _sendable(code: int) -> bool:
+    try:
+        check_close(code, "")
+    except ValueError:
+        return False
+    return True
 
 
 def _disconnect_for_hooks(message: Message) -> Message:

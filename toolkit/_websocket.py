@@ -340,6 +340,13 @@ class WebSocket(Mapping[str, Any]):
         self._report(self._machine.send_failed())
         return WebSocketDisconnect(CloseCode.ABNORMAL.value)
 
+    def _gone_mid_denial(self) -> None:
+        """The server's send raised ``OSError`` during the app's denial response: the client left before it ended.
+
+        The state stays as Starlette leaves it; only the ending is recorded, so ``ws_close`` says who ended it.
+        """
+        self._report(self._machine.end(CloseCode.ABNORMAL, "", ClosedBy.CLIENT))
+
     async def _send_other(self, action: AppAction, message: Message) -> None:
         """Every app message but data while connected: the handshake, the close, a denial."""
         machine = self._machine
@@ -360,7 +367,11 @@ class WebSocket(Mapping[str, Any]):
         elif action is AppAction.RESPONSE_START:
             machine.response_starts(message["status"])
             if self._denial_chain is None:
-                await self._send(message)
+                try:
+                    await self._send(message)
+                except OSError:
+                    self._gone_mid_denial()
+                    raise  # as Starlette: the app's own response, the server's own error
             else:
                 self._response_parts = [message]
         else:  # RESPONSE_BODY (SEND never comes here: it is send()'s fast path)
@@ -371,7 +382,11 @@ class WebSocket(Mapping[str, Any]):
                 if last:
                     await self._flush_app_denial(parts)
                 return
-            await self._send(message)
+            try:
+                await self._send(message)
+            except OSError:
+                self._gone_mid_denial()
+                raise  # as Starlette: the app's own response, the server's own error
             if last:
                 self._report(machine.end(CloseCode.ABNORMAL, "", ClosedBy.APP))
 

@@ -30,6 +30,7 @@ from ._exceptions import (
     WebSocketDisconnected,
 )
 from ._hookspecs import Plugin, hookimpl
+from ._lifecycle import WebSocketState
 from ._middleware import ToolkitMiddleware
 from ._plugins import HookImplementation, PluginManager
 from ._responses import DenialResponse, WebSocketClose
@@ -46,7 +47,7 @@ from ._results import (
 )
 from ._stack import Middleware, RoutePlugins, compose
 from ._types import ASGIApp, Message, Receive, Scope, Send
-from ._websocket import WebSocket, WebSocketState
+from ._websocket import WebSocket
 
 __all__ = [
     "DISABLE_AUTOLOAD_ENV",

@@ -27,6 +27,7 @@ __all__ = [
     "HookFailure",
     "Impl",
     "Policy",
+    "build_chain",
     "is_async",
     "log_failure",
     "log_hook_failure",

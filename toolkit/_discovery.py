@@ -37,6 +37,7 @@ __all__ = [
     "PluginLoadWarning",
     "PluginStatus",
     "find_plugins",
+    "load_one",
     "load_plugins",
 ]
 

@@ -19,12 +19,12 @@ from typing import Any, Final, TypeAlias, final
 from ._chains import run_observers
 from ._close import CloseCode, check_close
 from ._exceptions import WebSocketDisconnect
-from ._lifecycle import Outcome
+from ._lifecycle import Outcome, WebSocketState
 from ._plugins import PluginManager
 from ._responses import DenialResponse
 from ._results import ClosedBy
 from ._types import Message
-from ._websocket import RUNNING_PLUGINS, WebSocket, WebSocketState
+from ._websocket import RUNNING_PLUGINS, WebSocket
 
 __all__ = ["ToolkitMiddleware"]
 

@@ -9,7 +9,7 @@ from http import HTTPStatus
 from ._close import CloseCode, check_close
 from ._types import Receive, Scope, Send
 
-__all__ = ["DenialResponse", "WebSocketClose"]
+__all__ = ["DenialResponse", "WebSocketClose", "check_headers"]
 
 
 def _check_header(name: bytes, value: bytes) -> None:

@@ -26,7 +26,7 @@ from ._responses import DenialResponse
 from ._results import DROP, Accept, ClosedBy, Reply
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["RUNNING_PLUGINS", "WebSocket", "WebSocketState"]
+__all__ = ["RUNNING_PLUGINS", "WebSocket"]
 
 _CONNECTING: Final = WebSocketState.CONNECTING
 _CONNECTED: Final = WebSocketState.CONNECTED

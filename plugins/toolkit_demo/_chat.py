@@ -75,20 +75,27 @@ class Joined(BaseModel):
 
 
 class Said(BaseModel):
+    """Sent to everyone in the room: ``name`` said ``text``."""
+
     type: Literal["said"] = "said"
     name: str
     text: str
 
 
 class Left(BaseModel):
+    """Sent to everyone still in the room when ``name`` leaves; ``members`` is who is left."""
+
     type: Literal["left"] = "left"
     name: str
     members: list[str]
 
 
+#: What a client may send, told apart by ``type``.
 Inbound: TypeAlias = Annotated[Join | Say, Field(discriminator="type")]
+#: What the chat sends, told apart by ``type``.
 Outbound: TypeAlias = Annotated[Joined | Said | Left, Field(discriminator="type")]
-# Bad input gets toolkit_messages' error message ({"type":"error",...}) and the connection stays.
+#: The chat's message plugin. Bad input gets toolkit_messages' error message ({"type":"error",...})
+#: and the connection stays.
 chat_messages: Final = Messages(Inbound, Outbound)
 ChatChannel: TypeAlias = Channel[Join | Say, Joined | Said | Left]
 

@@ -2159,7 +2159,8 @@ class Fails(toolkit.Plugin):
 async def test_send_reports_the_close_that_happened_when_the_plugin_close_cannot_be_sent(
     plugin: toolkit.Plugin, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The peer is gone: the plugin's close (or the 1011 for a failure) never reaches it.
+    # The peer is gone: the plugin's close (or the 1011 for a failure) never reaches it. A failed send is the
+    # client's vanishing, whoever was sending: ws_close says 1006 by the client, as for the app's own sends.
     recorder = Recorder()
     raised: list[toolkit.WebSocketDisconnect] = []
 
@@ -2174,7 +2175,7 @@ async def test_send_reports_the_close_that_happened_when_the_plugin_close_cannot
     transport = Transport([connect()])
     await serve(endpoint, recorder, plugin, transport=transport)
     assert transport.sent == [ACCEPTED]
-    assert recorder.closes() == [(1006, "", ClosedBy.PLUGIN)]
+    assert recorder.closes() == [(1006, "", ClosedBy.CLIENT)]
     assert [(exc.code, exc.reason) for exc in raised] == [(1006, "")]  # what ws_close saw, not what was intended
     assert len(errors(caplog)) == int(isinstance(plugin, Fails))
 

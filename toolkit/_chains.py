@@ -252,10 +252,17 @@ def run_observers(chain: Chain, websocket: object, value: object, *rest: object)
             (websocket, value, *rest),
             lambda: _run_observers_sync(chain.name, chain.policy, chain.impls, (websocket, value, *rest)),
         )
-    except Exception as exc:
-        log_failure(exc.plugin_name if isinstance(exc, HookFailure) else "?", chain.name)
+    except HookFailure as failure:
+        log_hook_failure(failure)
         return value
-    return outcome if isinstance(outcome, chain.policy.replaces) else value
+    if outcome is None or outcome is value:
+        return value
+    if isinstance(outcome, chain.policy.replaces):
+        return outcome
+    log_failure(
+        chain.wrappers[0].plugin_name, chain.name, f"a wrapper returned an unsupported {type(outcome).__name__}"
+    )
+    return value
 
 
 def _run_observers_sync(name: str, policy: Policy, impls: tuple[Impl, ...], args: tuple[object, ...]) -> Any:
@@ -317,7 +324,11 @@ def _wrapped_sync(chain: Chain, args: tuple[object, ...], inner: Callable[[], An
         result = inner()
     except BaseException as exc:
         error = exc
-    return _exit(chain.name, started, result, error)
+    try:
+        return _exit(chain.name, started, result, error)
+    finally:
+        if error is not None and not isinstance(error, Exception):
+            raise error  # a wrapper may see a cancellation or KeyboardInterrupt, never swallow it
 
 
 def _enter(impl: Impl, hook_name: str, args: tuple[object, ...]) -> Generator[None, object, object]:

@@ -150,8 +150,8 @@ class Lifecycle:
                 raise RuntimeError(f'Expected ASGI message "websocket.connect", but got {message_type!r}')
             self.client = CONNECTED
             return ClientAction.CONNECTED
-        if client is DISCONNECTED:  # a relayed second receiver, after the first saw the end
-            raise WebSocketDisconnected('Cannot call "receive" once a disconnect message has been received.')
+        # DISCONNECTED here: the receive began while the client was connected, and meanwhile a plugin closed
+        # (or another task saw the end). What the server hands over is still delivered as it came.
         if message_type == "websocket.receive":
             return ClientAction.DATA
         if message_type == "websocket.disconnect":
@@ -224,8 +224,12 @@ class Lifecycle:
         return self.end(CloseCode.ABNORMAL, "", closed_by)
 
     def send_failed(self) -> Ending | None:
-        """The server's ``send`` raised ``OSError`` (ASGI 2.4): the client is gone."""
+        """The server's ``send`` raised ``OSError`` (ASGI 2.4): the client is gone; nothing more can be sent."""
         self.app = DISCONNECTED
+        return self.client_vanished()
+
+    def client_vanished(self) -> Ending | None:
+        """The client is gone without a close frame (a send failed): 1006, by the client."""
         return self.end(CloseCode.ABNORMAL, "", ClosedBy.CLIENT)
 
     def told_closed(self) -> Ending:
@@ -262,7 +266,7 @@ class Lifecycle:
         app = self.app
         if app is CONNECTED and self.client is not DISCONNECTED:  # nobody to close for once the client left
             return AppAction.CLOSE
-        if app is CONNECTING:
+        if app is CONNECTING and self.client is not DISCONNECTED:  # a client that left needs no denial
             return AppAction.DENY
         if app is RESPONSE:
             return AppAction.RESPONSE_END

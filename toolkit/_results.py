@@ -92,6 +92,18 @@ class Accept:
         ):
             raise ValueError("a subprotocol must be printable ASCII")
 
+    @classmethod
+    def _unchecked(cls, subprotocol: object, headers: object) -> Accept:
+        """The accept exactly as someone else's app wrote it, unchecked, for the hooks to see.
+
+        :class:`toolkit.ToolkitMiddleware` relays an app's accept as the app wrote it (the
+        server judges it); a plugin's replacement is checked as usual.
+        """
+        accept = object.__new__(cls)
+        object.__setattr__(accept, "subprotocol", subprotocol)
+        object.__setattr__(accept, "headers", tuple(headers or ()))  # type: ignore[arg-type]
+        return accept
+
     def replace(
         self,
         *,

@@ -224,26 +224,28 @@ class WebSocket(Mapping[str, Any]):
         connection, a ``websocket.disconnect`` with the plugin's code is returned.
         """
         machine = self._machine
+        if self._receiving and not machine.relay:
+            raise RuntimeError("Another task is already receiving on this WebSocket; only one may receive at a time.")
+        self._receiving = True  # until the message is the app's: hooks included (an async one may suspend)
+        try:
+            return await self._receive_one(machine)
+        finally:
+            self._receiving = False
+
+    async def _receive_one(self, machine: Lifecycle) -> Message:
         while True:
-            if self._receiving and not machine.relay:
-                raise RuntimeError(
-                    "Another task is already receiving on this WebSocket; only one may receive at a time."
-                )
-            if machine.client is not _CONNECTED:
+            connected = machine.client is _CONNECTED
+            if not connected:
                 machine.check_receive()  # raises once the client has left
-            self._receiving = True
-            try:
-                message = await self._receive()
-            finally:
-                self._receiving = False
+            message = await self._receive()
             message_type = message["type"]
             # A data message while connected changes no state: the one transition the shell takes on its own.
-            if message_type != "websocket.receive" or machine.client is not _CONNECTED:
+            if message_type != "websocket.receive" or not connected:
                 action = machine.received(message_type)
                 if action is not _DATA:
                     return self._client_left(message) if action is _LEFT else message
-            chain = self._receive_chain
-            if chain is None or machine.ending is not None:  # after ws_close no hook runs: the app is only draining
+            chain = self._receive_chain  # None after ws_close: the app is only draining
+            if chain is None:
                 return message
             data = message.get("text")
             if data is None:
@@ -345,7 +347,7 @@ class WebSocket(Mapping[str, Any]):
 
         The state stays as Starlette leaves it; only the ending is recorded, so ``ws_close`` says who ended it.
         """
-        self._report(self._machine.end(CloseCode.ABNORMAL, "", ClosedBy.CLIENT))
+        self._report(self._machine.client_vanished())
 
     async def _send_other(self, action: AppAction, message: Message) -> None:
         """Every app message but data while connected: the handshake, the close, a denial."""
@@ -394,7 +396,10 @@ class WebSocket(Mapping[str, Any]):
         machine = self._machine
         chain = self._accept_chain
         if chain is not None:
-            accept = Accept(message.get("subprotocol"), tuple(message.get("headers") or ()))
+            if machine.relay:  # someone else's app: its accept goes out as written unless a plugin changes it
+                accept = Accept._unchecked(message.get("subprotocol"), message.get("headers"))
+            else:
+                accept = Accept(message.get("subprotocol"), tuple(message.get("headers") or ()))
             try:
                 run = chain.run_sync
                 outcome = run(self, accept) if run is not None else await run_async(chain, self, accept)
@@ -478,20 +483,23 @@ class WebSocket(Mapping[str, Any]):
         """Close because a plugin asked to (or failed): send the close once, report it, tell the app."""
         machine = self._machine
         if machine.plugin_closes():
-            code, reason = close.code, close.reason
             try:
-                await self._send({"type": "websocket.close", "code": code, "reason": reason})
+                await self._send({"type": "websocket.close", "code": close.code, "reason": close.reason})
             except OSError:
-                code, reason = CloseCode.ABNORMAL, ""
-            self._report(machine.end(code, reason, ClosedBy.PLUGIN))
+                self._report(machine.send_failed())  # the client vanished before the plugin's close could go
+            else:
+                self._report(machine.end(close.code, close.reason, ClosedBy.PLUGIN))
         return self._closed_message()
 
     def _report(self, ending: Ending | None) -> None:
         """Fire ``ws_close`` for the connection's ending (``None``: it ended before), then free the plugin state."""
         if ending is None:
             return
-        if self._close_chain is not None:
-            run_observers(self._close_chain, self, ending.code, ending.reason, ending.closed_by)
+        close = self._close_chain
+        # No hook runs after ws_close: the chains go first, so nothing ws_close does can reach another hook.
+        self._accept_chain = self._receive_chain = self._send_chain = self._close_chain = self._denial_chain = None
+        if close is not None:
+            run_observers(close, self, ending.code, ending.reason, ending.closed_by)
         self.plugin_state.clear()
 
     @property
@@ -653,18 +661,20 @@ class WebSocket(Mapping[str, Any]):
     async def _close_for_app(self, close: Close, closed_by: ClosedBy) -> None:
         machine = self._machine
         machine.closing(close.code, close.reason)
-        code, reason = close.code, close.reason
         try:
-            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+            await self._send({"type": "websocket.close", "code": close.code, "reason": close.reason})
         except OSError:
-            code, reason, closed_by = CloseCode.ABNORMAL, "", ClosedBy.CLIENT
-        self._report(machine.end(code, reason, closed_by))
+            self._report(machine.send_failed())
+        else:
+            self._report(machine.end(close.code, close.reason, closed_by))
 
     def __del__(self) -> None:
         # A connection with plugins, started and dropped unfinished outside `async with`: its ws_close
         # would never fire (a ConnectionLimit slot never given back). Report it now, and say how to fix it.
         machine: Lifecycle | None = getattr(self, "_machine", None)
-        if machine is None or not self._hooked or machine.ending is not None or machine.client is _CONNECTING:
+        if machine is None or not self._hooked or machine.ending is not None:
+            return
+        if machine.client is _CONNECTING and machine.app is _CONNECTING:  # never started: no hook ran
             return
         self._report(machine.end(CloseCode.ABNORMAL, "", ClosedBy.SERVER))
         warnings.warn(

@@ -228,53 +228,50 @@ class WebSocket(Mapping[str, Any]):
             raise RuntimeError("Another task is already receiving on this WebSocket; only one may receive at a time.")
         self._receiving = True  # until the message is the app's: hooks included (an async one may suspend)
         try:
-            return await self._receive_one(machine)
+            while True:
+                connected = machine.client is _CONNECTED
+                if not connected:
+                    machine.check_receive()  # raises once the client has left
+                message = await self._receive()
+                message_type = message["type"]
+                # A data message while connected changes no state: the one transition the shell takes on its own.
+                if message_type != "websocket.receive" or not connected:
+                    action = machine.received(message_type)
+                    if action is not _DATA:
+                        return self._client_left(message) if action is _LEFT else message
+                chain = self._receive_chain  # None after ws_close: the app is only draining
+                if chain is None:
+                    return message
+                data = message.get("text")
+                if data is None:
+                    data = message.get("bytes")
+                    if data is None:
+                        raise RuntimeError('ASGI message "websocket.receive" has neither "text" nor "bytes"')
+                before = machine.app
+                try:
+                    run = chain.run_sync
+                    result = run(self, data) if run is not None else await run_async(chain, self, data)
+                except HookFailure as failure:
+                    log_hook_failure(failure)
+                    return await self._plugin_closed(_INTERNAL_ERROR)
+                if machine.app is not before:  # a hook closed the connection itself
+                    return self._closed_message()
+                if result is data:
+                    return message
+                if isinstance(result, str):
+                    return {"type": "websocket.receive", "text": result}
+                if isinstance(result, bytes):
+                    return {"type": "websocket.receive", "bytes": result}
+                if result is DROP:
+                    continue
+                if isinstance(result, Reply):
+                    await self._reply(result.data)
+                    if machine.app is not before:  # the client left, or a ws_send hook closed
+                        return self._closed_message()
+                    continue
+                return await self._plugin_closed(result)
         finally:
             self._receiving = False
-
-    async def _receive_one(self, machine: Lifecycle) -> Message:
-        while True:
-            connected = machine.client is _CONNECTED
-            if not connected:
-                machine.check_receive()  # raises once the client has left
-            message = await self._receive()
-            message_type = message["type"]
-            # A data message while connected changes no state: the one transition the shell takes on its own.
-            if message_type != "websocket.receive" or not connected:
-                action = machine.received(message_type)
-                if action is not _DATA:
-                    return self._client_left(message) if action is _LEFT else message
-            chain = self._receive_chain  # None after ws_close: the app is only draining
-            if chain is None:
-                return message
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes")
-                if data is None:
-                    raise RuntimeError('ASGI message "websocket.receive" has neither "text" nor "bytes"')
-            before = machine.app
-            try:
-                run = chain.run_sync
-                result = run(self, data) if run is not None else await run_async(chain, self, data)
-            except HookFailure as failure:
-                log_hook_failure(failure)
-                return await self._plugin_closed(_INTERNAL_ERROR)
-            if machine.app is not before:  # a hook closed the connection itself
-                return self._closed_message()
-            if result is data:
-                return message
-            if isinstance(result, str):
-                return {"type": "websocket.receive", "text": result}
-            if isinstance(result, bytes):
-                return {"type": "websocket.receive", "bytes": result}
-            if result is DROP:
-                continue
-            if isinstance(result, Reply):
-                await self._reply(result.data)
-                if machine.app is not before:  # the client left, or a ws_send hook closed
-                    return self._closed_message()
-                continue
-            return await self._plugin_closed(result)
 
     async def _reply(self, data: str | bytes) -> None:
         """Send a ``ws_receive`` hook's :class:`Reply`, as the app's own send would go (``ws_send`` included)."""

@@ -306,8 +306,11 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
             connection = state[self._key] = _Connection()
         if connection.sending is None:  # the common case: this task alone is sending on the connection
             connection.sending = data
-            try:
-                await _send(websocket, data)
+            try:  # the send written out, not through _send(): one call less per message
+                if isinstance(data, str):
+                    await websocket.send_text(data)
+                else:
+                    await websocket.send_bytes(data)
             finally:
                 connection.sending = None
             return

@@ -146,11 +146,9 @@ CASES = (
         text_echo,
         TEXT,
         toolkit_socket(toolkit.PluginManager(OneHook())),
-        0.75,
+        0.85,
     ),
 )
-#: Target for one hook call with one implementation: (d) minus (a), ours, per round.
-HOOK_CALL_TARGET_NS = 60
 
 # --- the transport --------------------------------------------------------------------------------
 
@@ -257,12 +255,10 @@ def report(run: Run, backend: str, elapsed: float) -> bool:
         # Same rounds, same N per message: the per-round difference is the hook call plus noise.
         deltas = [d - a for a, d in zip(by_key["a"].ours, by_key["d"].ours, strict=True)]
         call = statistics.median(deltas)
-        met = call * 1e9 <= HOOK_CALL_TARGET_NS
-        ok &= met
         print(
-            f"One hook call, one implementation: (d) - (a) = {call * 1e9:.0f} ns "
-            f"(p25-p75 {quantile(sorted(deltas), 0.25) * 1e9:.0f}-{quantile(sorted(deltas), 0.75) * 1e9:.0f}), "
-            f"target <= {HOOK_CALL_TARGET_NS} ns: {'met' if met else 'MISSED'}"
+            f"A hooked message over an unhooked one: (d) - (a) = {call * 1e9:.0f} ns "
+            f"(p25-p75 {quantile(sorted(deltas), 0.25) * 1e9:.0f}-{quantile(sorted(deltas), 0.75) * 1e9:.0f}): "
+            "the hook call and the socket's work around it (bench_hook_call.py times the call alone)"
         )
     print(
         f"Shared by both sides (transport + loop, no WebSocket): {ns(statistics.median(run.floor))} ns/msg "

@@ -190,7 +190,7 @@ BROKEN = {
     "factory-none": ("plugin_sources:none_factory", "plugin_sources:none_factory returned None instead of a plugin"),
     "misspelt-hook": ("plugin_sources:Misspelt", "ws_recieve: there is no such hook"),
     "async-close": ("plugin_sources:AsyncClose", "ws_close cannot await"),
-    "no-hooks": ("plugin_sources:NOTHING", "the object it names implements no ws_* hook"),
+    "no-hooks": ("plugin_sources:NOTHING", "plugin 'no-hooks' implements no hook"),
 }
 SOURCES = {
     "plugin_sources": """

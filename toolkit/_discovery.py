@@ -19,7 +19,6 @@ from __future__ import annotations
 import enum
 import inspect
 import os
-import types
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -200,10 +199,6 @@ def load_one(manager: PluginManager, plugin: PluginEntryPoint) -> str:
         name = manager.register(instance, name=plugin.name)
     except Exception as exc:  # PluginValidationError; pluggy's ValueError for an object registered twice
         raise PluginLoadError(plugin, _summary(exc)) from exc
-    if not manager.hooks_of(instance):
-        manager.unregister(instance)
-        kind = "module" if isinstance(instance, types.ModuleType) else type(instance).__qualname__
-        raise PluginLoadError(plugin, f"the {kind} it names implements no ws_* hook")
     return name
 
 

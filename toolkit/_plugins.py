@@ -8,6 +8,7 @@ a connection takes the manager's chains once, when it starts.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import types
 from collections.abc import Callable
@@ -115,11 +116,17 @@ class PluginManager:
     def register(self, plugin: object, name: str | None = None) -> str:
         """Register a plugin (a module, class instance or namespace) and return its name.
 
-        Raises :class:`toolkit.PluginValidationError` when a ``ws_*`` name is not
-        a hook, an implementation takes arguments the hook does not have, an
-        ``async def`` implements a sync-only hook, or an old-style
-        ``hookwrapper`` is used. The manager is unchanged in that case.
+        Raises :class:`toolkit.PluginValidationError` (a ``TypeError``) when the
+        plugin is a class rather than an instance, implements no hook, has a
+        ``ws_*`` name that is not a hook (the message names the closest one), an
+        implementation takes arguments the hook does not have, an ``async def``
+        implements a sync-only hook, or an old-style ``hookwrapper`` is used. The
+        manager is unchanged in that case.
         """
+        if isinstance(plugin, type):
+            raise PluginValidationError(
+                f"plugin {plugin.__qualname__!r} is a class: register an instance, {plugin.__qualname__}()"
+            )
         try:
             registered = self._pluggy.register(plugin, name or self._default_name(plugin))
         except pluggy.PluginValidationError as exc:
@@ -128,6 +135,9 @@ class PluginManager:
             raise PluginValidationError(f"plugin name {name!r} is blocked")
         try:
             self._check(registered)
+            if not self._pluggy.get_hookcallers(plugin):
+                hooks = ", ".join(HOOKS)
+                raise PluginValidationError(f"plugin {registered!r} implements no hook (the hooks: {hooks})")
         except PluginValidationError:
             self._pluggy.unregister(name=registered)
             raise
@@ -204,7 +214,9 @@ class PluginManager:
                 where = f"plugin {plugin_name!r}, {caller.name}"
                 if not caller.has_spec():
                     known = ", ".join(HOOKS)
-                    raise PluginValidationError(f"{where}: there is no such hook (known hooks: {known})")
+                    closest = difflib.get_close_matches(caller.name, HOOKS, n=1)
+                    hint = f"; did you mean {closest[0]}?" if closest else ""
+                    raise PluginValidationError(f"{where}: there is no such hook{hint} (known hooks: {known})")
                 if impl.hookwrapper:
                     raise PluginValidationError(f"{where}: old-style hookwrapper is not supported, use wrapper=True")
                 if impl.wrapper and not inspect.isgeneratorfunction(impl.function):

@@ -170,8 +170,9 @@ async def test_subprotocol_token_authenticates_and_is_never_echoed(live: Live) -
         if websocket.query_params.get("naive"):
             choice = websocket.scope["subprotocols"][-1]  # picks the token entry
         else:
-            choice = auth.offered_subprotocols(websocket)[0]
-        chosen.append(choice if MARK not in choice else "<token>")
+            offered = auth.offered_subprotocols(websocket)
+            choice = offered[0] if offered else None
+        chosen.append(choice if choice is None or MARK not in choice else "<token>")
         await websocket.accept(subprotocol=choice)
         await websocket.send_text(f"{websocket.user.name} via {websocket.auth.source}")
 
@@ -189,6 +190,32 @@ async def test_subprotocol_token_authenticates_and_is_never_echoed(live: Live) -
         response = await expect_rejected(url, subprotocols=["chat.v1", "bearer.wrong"])
         assert (response.status_code, response.body) == (401, b"unauthorized")
     assert chosen == ["chat.v1", "<token>", "chat.v1"]  # the last one was denied at accept()
+
+
+async def test_the_subprotocol_recipe_with_a_client_that_offers_none(live: Live) -> None:
+    # docs/auth.md's recipe: a header client offering no subprotocol is accepted without one (it was
+    # an IndexError, a 500); the real server's parsed list reaches websocket.subprotocols.
+    auth = gate(sources=[Bearer(), Subprotocol("bearer.")])
+    seen: list[tuple[str, ...]] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        seen.append(websocket.subprotocols)
+        offered = auth.offered_subprotocols(websocket)
+        await websocket.accept(subprotocol=offered[0] if offered else None)
+        await websocket.send_text(f"{websocket.user.name} via {websocket.auth.source}")
+
+    url = live.serve(WebSocketApp(endpoint, plugins=PluginManager(auth)))
+    async with asyncio.timeout(TEST_TIMEOUT):
+        async with client(url, additional_headers={"Authorization": f"Bearer {ALICE_TOKEN}"}) as conn:
+            assert conn.subprotocol is None
+            assert await recv(conn) == "alice via bearer"
+        offered: Any = ["chat.v2", "chat.v1"]
+        async with client(
+            url, additional_headers={"Authorization": f"Bearer {ALICE_TOKEN}"}, subprotocols=offered
+        ) as conn:
+            assert conn.subprotocol == "chat.v2"
+            assert await recv(conn) == "alice via bearer"
+    assert seen == [(), ("chat.v2", "chat.v1")]
 
 
 @pytest.mark.logs_credentials

@@ -65,3 +65,10 @@ async def test_plugins_page_example_gates_and_times() -> None:
         {"type": "websocket.send", "text": "hi"},
         {"type": "websocket.close", "code": 1009, "reason": "message too big"},
     ]
+
+
+def test_plugins_page_denial_response_example() -> None:
+    namespace = run_blocks(ROOT / "docs" / "plugins.md")  # the block's own asserts run here
+    denial: toolkit.DenialResponse = namespace["json_denial"]
+    assert (denial.status, denial.media_type) == (401, "application/json")
+    assert namespace["refused"] == "header name or value contains a forbidden character"

@@ -938,6 +938,49 @@ async def test_another_manager_inside_runs_its_own_hooks() -> None:
     assert outer.closes() == inner.closes() == [(1000, "", ClosedBy.APP)]
 
 
+class OuterCue(toolkit.Plugin):
+    """Closes when the client sends "outer" (4300)."""
+
+    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Close | None:
+        return Close(4300, "outer cue") if data == "outer" else None
+
+
+@pytest.mark.parametrize(
+    ("last", "outer_told", "inner_told"),
+    [
+        (disconnect(1001, "gone"), (1001, "gone", ClosedBy.CLIENT), (1001, "gone", ClosedBy.CLIENT)),
+        (text("close"), (4000, "done", ClosedBy.APP), (4000, "done", ClosedBy.APP)),
+        # The inner layer is part of the outer layer's app: its plugin's close is the app's, from outside.
+        (text("plugin"), (4100, "plugin cue", ClosedBy.APP), (4100, "plugin cue", ClosedBy.PLUGIN)),
+        # The outer layer is the inner layer's server: its plugin's close reaches the inner as a client's.
+        (text("outer"), (4300, "outer cue", ClosedBy.PLUGIN), (4300, "outer cue", ClosedBy.CLIENT)),
+        (text("raise"), (1011, "internal error", ClosedBy.SERVER), (1011, "internal error", ClosedBy.SERVER)),
+    ],
+    ids=["client closes", "app closes", "inner plugin closes", "outer plugin closes", "app raises"],
+)
+async def test_stacked_layers_each_report_who_ended_the_connection(
+    last: Message, outer_told: tuple[int, str, ClosedBy], inner_told: tuple[int, str, ClosedBy]
+) -> None:
+    outer, inner = Recorder(), Recorder()
+
+    async def endpoint(websocket: sw.WebSocket) -> None:
+        await websocket.accept()
+        with contextlib.suppress(sw.WebSocketDisconnect):
+            while (data := await websocket.receive_text()) != "close":
+                if data == "raise":
+                    raise LookupError("app bug")
+                await websocket.send_text(data)
+            await websocket.close(4000, "done")
+
+    app = ToolkitMiddleware(
+        ToolkitMiddleware(on_starlette(endpoint), plugins=PluginManager(inner, CloseOnCue())),
+        plugins=PluginManager(outer, OuterCue()),
+    )
+    with contextlib.suppress(LookupError):
+        await serve(app, connect(), text("hi"), last)
+    assert (outer.closes(), inner.closes()) == ([outer_told], [inner_told])
+
+
 async def test_a_plain_websocket_of_the_same_manager_inside_leaves_the_hooks_to_the_middleware() -> None:
     recorder = Recorder()
     plugins = PluginManager(recorder, Mark())

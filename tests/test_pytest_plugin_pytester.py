@@ -111,6 +111,74 @@ def test_a_bad_timeout_setting_is_a_usage_error(pytester: pytest.Pytester) -> No
     result.stderr.fnmatch_lines(["*ws_toolkit_timeout must be a positive number of seconds, not 'soon'*"])
 
 
+def test_raise_plugin_errors_fails_the_test_with_the_plugins_exception(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        import toolkit
+        from toolkit_pytest import ConnectionDenied
+
+        pytestmark = pytest.mark.anyio
+
+
+        class Buggy(toolkit.Plugin):
+            def ws_receive(self, websocket, data):
+                if data == "boom":
+                    raise LookupError("receive bug")
+                return None
+
+
+        class BuggyGate(toolkit.Plugin):
+            def ws_accept(self, websocket, accept):
+                raise KeyError("gate bug")
+
+
+        async def echo(websocket):
+            await websocket.accept()
+            async for text in websocket.iter_text():
+                await websocket.send_text(text)
+
+
+        APP = toolkit.WebSocketApp(echo, plugins=toolkit.PluginManager(Buggy()))
+        GATED = toolkit.WebSocketApp(echo, plugins=toolkit.PluginManager(BuggyGate()))
+
+
+        async def test_receive_raising(ws_client):
+            async with ws_client(APP, raise_plugin_errors=True) as client:
+                await client.send_text("boom")
+                await client.assert_closed(1011)  # the client still sees the close; leaving raises
+
+
+        async def test_accept_raising(ws_client):
+            async with ws_client(GATED, raise_plugin_errors=True):
+                pass
+
+
+        async def test_clean_with_the_option(ws_client):
+            async with ws_client(APP, raise_plugin_errors=True) as client:
+                await client.send_text("hi")
+                assert await client.receive_text() == "hi"
+
+
+        async def test_receive_raising_by_default_is_a_close(ws_client):
+            async with ws_client(APP) as client:
+                await client.send_text("boom")
+                await client.assert_closed(1011)
+
+
+        async def test_accept_raising_by_default_is_a_denial(ws_client):
+            with pytest.raises(ConnectionDenied):
+                async with ws_client(GATED):
+                    pass
+        """
+    )
+    result = run(pytester, "-p", "anyio", "-k", "asyncio")
+    result.assert_outcomes(passed=3, failed=2)
+    result.stdout.fnmatch_lines(["E*LookupError: receive bug", "E*KeyError: 'gate bug'"])
+    result.stdout.fnmatch_lines(["FAILED *test_receive_raising*asyncio*", "FAILED *test_accept_raising*asyncio*"])
+    result.stdout.fnmatch_lines(["*ws_client(raise_plugin_errors=True): plugin 'Buggy' failed in ws_receive: raised*"])
+
+
 def test_the_testing_page_examples_pass(pytester: pytest.Pytester) -> None:
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "testing.md").read_text(), flags=re.DOTALL)
     assert len(blocks) >= 2

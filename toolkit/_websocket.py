@@ -154,6 +154,24 @@ class WebSocket(Mapping[str, Any]):
             return self._headers
 
     @property
+    def subprotocols(self) -> tuple[str, ...]:
+        """The subprotocols the client offered, in its order; empty when it offered none.
+
+        The scope's ``"subprotocols"`` list as the server split it (entries that are
+        not strings left out); without that key, the ``Sec-WebSocket-Protocol``
+        headers, split on commas, each item stripped of whitespace, empty ones dropped.
+        """
+        offered = self.scope.get("subprotocols")
+        if offered is not None:
+            return tuple(entry for entry in offered if isinstance(entry, str))
+        return tuple(
+            item
+            for header in self.headers.getlist("sec-websocket-protocol")
+            for item in (part.strip(" \t") for part in header.split(","))
+            if item
+        )
+
+    @property
     def query_params(self) -> QueryParams:
         try:
             return self._query_params

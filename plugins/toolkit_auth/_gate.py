@@ -179,9 +179,11 @@ class AuthGate(toolkit.Plugin, Generic[P]):
         return websocket.plugin_state.get(self._principal)
 
     def offered_subprotocols(self, websocket: WebSocket) -> list[str]:
-        """The subprotocols the client offered, without those that carry a token: the ones to choose from."""
-        offered: list[object] = websocket.scope.get("subprotocols") or []
-        return [entry for entry in offered if isinstance(entry, str) and not self._carries_token(entry)]
+        """``websocket.subprotocols`` without those that carry a token: the ones to choose from; empty if none.
+
+        Pick with ``offered[0] if offered else None``: a client may offer none.
+        """
+        return [entry for entry in websocket.subprotocols if not self._carries_token(entry)]
 
     @property
     def open_connections(self) -> int:

@@ -152,8 +152,7 @@ class Subprotocol(Source):
         return subprotocol.startswith(self.prefix)
 
     def extract(self, websocket: WebSocket) -> str | None:
-        offered: list[object] = websocket.scope.get("subprotocols") or []
-        entries = [entry[len(self.prefix) :] for entry in offered if isinstance(entry, str) and self.carries(entry)]
+        entries = [entry[len(self.prefix) :] for entry in websocket.subprotocols if self.carries(entry)]
         token = _single(entries, "the subprotocol credential")
         if token is not None and not _TOKEN_RE.fullmatch(token):
             raise MalformedCredential("the subprotocol credential is not a token")

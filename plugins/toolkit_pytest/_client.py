@@ -7,6 +7,7 @@ because pytest loads the plugin wherever ws-toolkit and pytest are installed, an
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,6 +35,8 @@ __all__ = [
 
 #: Seconds a client waits for the app, per message and for the app to finish.
 DEFAULT_TIMEOUT: Final = 5.0
+#: The logger the toolkit reports plugin failures on (with the plugin's exception as the record's exc_info).
+_TOOLKIT_LOGGER: Final = "toolkit"
 # Close codes as plain ints in the ASGI messages the client makes, as a server's are.
 _NORMAL: Final = int(CloseCode.NORMAL)
 _FAILED: Final = int(CloseCode.INTERNAL_ERROR)
@@ -334,25 +337,54 @@ class WebSocketClient:
             stream.close()
 
 
+class _PluginFailures(logging.Handler):
+    """Collects the plugin failures the toolkit logs (records of the ``toolkit`` logger with an exception)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.failures: list[tuple[BaseException, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == _TOOLKIT_LOGGER and record.exc_info and record.exc_info[1] is not None:
+            self.failures.append((record.exc_info[1], record.getMessage()))
+
+    def first(self) -> BaseException | None:
+        """The first failure, with the toolkit's message (plugin and hook) as a note; ``None`` if none."""
+        if not self.failures:
+            return None
+        failure, message = self.failures[0]
+        failure.add_note(f"ws_client(raise_plugin_errors=True): {message}")
+        return failure
+
+
 @final
 class Connection:
     """What :func:`connect` returns: ``async with`` it to run the app in a task beside the test."""
 
-    def __init__(self, app: ASGIApp, client: WebSocketClient, raise_app_exceptions: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, client: WebSocketClient, raise_app_exceptions: bool, raise_plugin_errors: bool = False
+    ) -> None:
         self._app = app
         self._client = client
         self._raise_app_exceptions = raise_app_exceptions
+        self._plugin_failures = _PluginFailures() if raise_plugin_errors else None
         self._task_group: TaskGroup | None = None
 
     async def __aenter__(self) -> WebSocketClient:
+        if self._plugin_failures is not None:
+            logging.getLogger(_TOOLKIT_LOGGER).addHandler(self._plugin_failures)
         self._client._start()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._client._run_app, self._app)
         try:
             await self._client._handshake()
-        except BaseException:
+        except BaseException as exc:
             await self.__aexit__(*sys.exc_info())
+            if isinstance(exc, ConnectionDenied) and self._plugin_failures is not None:
+                failure = self._plugin_failures.first()  # a plugin failed in ws_accept: that, not the 500
+                if failure is not None:
+                    raise failure from exc  # the denial (500) the client got is the context
             raise
         return self._client
 
@@ -385,8 +417,14 @@ class Connection:
                 await task_group.__aexit__(*passed)
             finally:
                 client._close_streams()
+                if self._plugin_failures is not None:
+                    logging.getLogger(_TOOLKIT_LOGGER).removeHandler(self._plugin_failures)
         if hang is not None:
             raise hang
+        if self._plugin_failures is not None and exc is None:
+            failure = self._plugin_failures.first()
+            if failure is not None:
+                raise failure
         if client.app_error is not None and self._raise_app_exceptions:
             raise client.app_error
 
@@ -401,6 +439,7 @@ def connect(
     timeout: float = DEFAULT_TIMEOUT,
     denial_extension: bool = True,
     raise_app_exceptions: bool = True,
+    raise_plugin_errors: bool = False,
 ) -> Connection:
     """Open an in-memory WebSocket connection to ``app``: ``async with connect(app) as client: ...``.
 
@@ -412,11 +451,17 @@ def connect(
 
     ``denial_extension`` offers the "websocket.http.response" extension, so denials arrive with
     their status and body; without it a denial is a close before accepting (403).
+
+    ``raise_plugin_errors=True`` makes a plugin's exception fail the test: the toolkit turns it into
+    a close (1011) or a denial (500) and logs it on the ``toolkit`` logger; while the connection is
+    open, such records are collected, and leaving the block raises the first plugin exception (with
+    the plugin's and the hook's name as a note), before what the app raised. Records of any
+    connection of the same process count, and a ``toolkit`` logger set above ``ERROR`` hides them.
     """
     if not timeout > 0:
         raise ValueError("timeout must be a positive number of seconds")
     scope = _scope(path, query_string, headers, subprotocols, denial_extension)
-    return Connection(app, WebSocketClient(scope, timeout), raise_app_exceptions)
+    return Connection(app, WebSocketClient(scope, timeout), raise_app_exceptions, raise_plugin_errors)
 
 
 @final
@@ -438,6 +483,7 @@ class ClientFactory:
         timeout: float | None = None,
         denial_extension: bool = True,
         raise_app_exceptions: bool = True,
+        raise_plugin_errors: bool = False,
     ) -> Connection:
         """``async with ws_client(app) as client: ...``; see :func:`connect`."""
         return connect(
@@ -449,4 +495,5 @@ class ClientFactory:
             timeout=self.timeout if timeout is None else timeout,
             denial_extension=denial_extension,
             raise_app_exceptions=raise_app_exceptions,
+            raise_plugin_errors=raise_plugin_errors,
         )

@@ -28,8 +28,8 @@ class WebSocketApp:
     def __init__(
         self, endpoint: Callable[[WebSocket], Awaitable[None]], *, plugins: PluginManager | None = None
     ) -> None:
-        self.endpoint = endpoint
-        self.plugins = plugins
+        self.endpoint: Callable[[WebSocket], Awaitable[None]] = endpoint
+        self.plugins: PluginManager | None = plugins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

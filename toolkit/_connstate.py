@@ -30,7 +30,7 @@ class StateKey(Generic[T]):
 
     def __init__(self, name: str) -> None:
         #: A readable name, shown in errors; need not be unique.
-        self.name = name
+        self.name: str = name
 
     def __repr__(self) -> str:
         return f"StateKey({self.name!r})"

@@ -36,7 +36,7 @@ class WebSocketDisconnect(DisconnectBase):
         #: The close code; 1005 when the client sent none, 1006 when the peer vanished.
         self.code = code
         #: The close reason, ``""`` when there is none.
-        self.reason = reason or ""
+        self.reason: str = reason or ""
 
 
 class WebSocketDenied(WebSocketDisconnect):
@@ -96,7 +96,7 @@ class InvalidUTF8(MessageError, UnicodeDecodeError):
     Also a ``UnicodeDecodeError``, which is what Starlette's ``receive_json(mode="binary")`` raises.
     """
 
-    close_code = CloseCode.INVALID_DATA
+    close_code: ClassVar[int] = CloseCode.INVALID_DATA
     close_reason = "invalid utf-8"
 
     def __init__(self, msg: str) -> None:

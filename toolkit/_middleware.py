@@ -65,8 +65,8 @@ class ToolkitMiddleware:
     __slots__ = ("app", "plugins")
 
     def __init__(self, app: _AnyApp, *, plugins: PluginManager) -> None:
-        self.app = app
-        self.plugins = plugins
+        self.app: _AnyApp = app
+        self.plugins: PluginManager = plugins
 
     # Typed Any, as `_AnyApp`: every framework's typed middleware slot takes this class.
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

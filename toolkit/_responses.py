@@ -80,8 +80,8 @@ class WebSocketClose:
 
     def __init__(self, code: int = CloseCode.NORMAL.value, reason: str | None = None) -> None:
         check_close(code, reason or "")
-        self.code = code
-        self.reason = reason or ""
+        self.code: int = code
+        self.reason: str = reason or ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "websocket.close", "code": self.code, "reason": self.reason})

@@ -40,7 +40,7 @@ class Middleware(Generic[_P]):
     def __init__(
         self, cls: Callable[Concatenate[_AnyApp, _P], _AnyApp], /, *args: _P.args, **kwargs: _P.kwargs
     ) -> None:
-        self.cls = cls
+        self.cls: Callable[Concatenate[_AnyApp, _P], _AnyApp] = cls
         # Checked against cls here, at construction; kept plain for calling and showing.
         self.args: tuple[Any, ...] = args
         self.kwargs: dict[str, Any] = kwargs
@@ -111,10 +111,10 @@ class RoutePlugins:
         pairs = _pairs(routes)
         if not (default is None or isinstance(default, PluginManager)):  # untyped callers
             raise TypeError(f"default must be a PluginManager or None, got {default!r}")
-        self.app = app
+        self.app: _AnyApp = app
         #: The ``(pattern, manager)`` pairs, in the order they are tried.
         self.routes: tuple[tuple[str, PluginManager], ...] = pairs
-        self.default = default
+        self.default: PluginManager | None = default
         # One ToolkitMiddleware per manager (a manager listed twice shares one), built once.
         built: dict[int, ToolkitMiddleware] = {}
         for _, manager in pairs:

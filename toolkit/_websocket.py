@@ -90,7 +90,7 @@ class WebSocket(Mapping[str, Any]):
         self._denial_chain = chains.get("ws_denial")
         self._response_parts: list[Message] | None = None
         #: Per-connection state for plugins, keyed by :class:`toolkit.StateKey`; emptied right after ``ws_close``.
-        self.plugin_state = PluginState()
+        self.plugin_state: PluginState = PluginState()
         #: A task is waiting in the server's receive (one at a time, unless relayed).
         self._receiving = False
 
@@ -124,7 +124,9 @@ class WebSocket(Mapping[str, Any]):
         return len(self.scope)
 
     # Two connections are never equal unless they are the same object, whatever their scopes.
-    __eq__ = object.__eq__
+    def __eq__(self, value: object, /) -> bool:
+        return True if value is self else NotImplemented  # as object.__eq__ (Mapping's compares items)
+
     __hash__ = object.__hash__
 
     @property

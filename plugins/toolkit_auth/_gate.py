@@ -152,7 +152,7 @@ class AuthGate(toolkit.Plugin, Generic[P]):
         self.verifier = verifier
         #: The credential sources, in the order they are tried.
         self.sources: tuple[Source, ...] = sources
-        self.timeout = float(timeout)
+        self.timeout: float = float(timeout)
         self.allow = allow
         self.authorize = authorize
         self.on_refused: OnRefused = on_refused

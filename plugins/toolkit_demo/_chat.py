@@ -9,7 +9,7 @@ disconnected, so one slow client never holds up the others.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Final, Literal, TypeAlias
+from typing import Annotated, ClassVar, Final, Literal, TypeAlias
 
 import anyio
 from anyio import CancelScope
@@ -53,14 +53,14 @@ JOIN_FIRST: Final = Close.of(CloseCode.POLICY_VIOLATION, "join first")
 class Join(BaseModel):
     """Enter the room: from now on the connection gets every message said in it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
     type: Literal["join"]
 
 
 class Say(BaseModel):
     """Say something to everyone in the room (1 to 500 characters, surrounding whitespace stripped)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
     type: Literal["say"]
     text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT)]
 

@@ -247,11 +247,11 @@ class ConnectionLogger(toolkit.Plugin):
         if isinstance(checked, bool) or not isinstance(checked, int) or checked < 0:
             raise ValueError("max_payload must be an int >= 0")
         #: The logger every record goes to.
-        self.logger = _log if logger is None else logger
+        self.logger: logging.Logger = _log if logger is None else logger
         #: Characters of each payload shown at DEBUG (0: sizes only).
-        self.max_payload = max_payload
+        self.max_payload: int = max_payload
         #: Whether to log each message at DEBUG (counting happens regardless).
-        self.log_messages = log_messages
+        self.log_messages: bool = log_messages
         self._query = _Names(redact_query, "redact_query")
         self._headers = _Names(redact_headers, "redact_headers")
         self._json_keys = _Names(redact_json_keys, "redact_json_keys")

@@ -383,8 +383,8 @@ class Channel(Generic[InT, OutT]):
     __slots__ = ("messages", "websocket")
 
     def __init__(self, messages: Messages[InT, OutT], websocket: WebSocket) -> None:
-        self.messages = messages
-        self.websocket = websocket
+        self.messages: Messages[InT, OutT] = messages
+        self.websocket: WebSocket = websocket
 
     def __repr__(self) -> str:
         return f"Channel({self.messages!r}, {self.websocket!r})"

@@ -174,7 +174,11 @@ async def test_with_plugins_the_app_gets_a_marked_copy_of_the_servers_scope() ->
     [(seen_scope, seen_receive, seen_send)] = spy.calls
     # A shallow copy, marked: the server's own dict is never changed (issue 9).
     assert seen_scope is not scope
-    assert seen_scope == {**snapshot, RUNNING: (plugins,)}
+    assert seen_scope.keys() == {*snapshot, RUNNING}
+    assert {key: value for key, value in seen_scope.items() if key != RUNNING} == snapshot
+    [(manager, state)] = seen_scope[RUNNING].items()  # each manager it runs, with the connection's plugin state
+    assert manager is plugins
+    assert isinstance(state, toolkit.PluginState)
     assert seen_scope["extensions"] is scope["extensions"]
     assert scope == snapshot
     assert RUNNING not in scope
@@ -1029,3 +1033,28 @@ async def test_the_docs_examples_gate_validate_and_echo(docs_namespace: dict[str
     # The app answered the valid message with the gate's principal; the plugin answered the bad one.
     assert replies == [{"type": "said", "text": "hi", "user": "alice"}, {"type": "error", "error": "invalid_json"}]
     assert transport.sent[-1]["type"] == "websocket.send"  # the client left: nothing more was sent
+
+
+WHO: Final = toolkit.StateKey[str]("who")
+
+
+class NamesTheConnection(toolkit.Plugin):
+    def ws_accept(self, websocket: WebSocket, accept: toolkit.Accept) -> None:
+        websocket.plugin_state[WHO] = websocket.headers.get("x-user", "anonymous")
+
+
+async def test_a_same_manager_websocket_inside_shares_the_middlewares_plugin_state() -> None:
+    # What the middleware's plugins keep per connection is what the app's own socket of that manager reads
+    # (AuthGate.principal(websocket) inside, for example); another manager's socket has its own.
+    plugins = PluginManager(NamesTheConnection())
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        other = WebSocket(websocket.scope, plugins=PluginManager(Recorder()))
+        seen.append((websocket.plugin_state.get(WHO), other.plugin_state.get(WHO)))
+
+    app = ToolkitMiddleware(toolkit.WebSocketApp(endpoint, plugins=plugins), plugins=plugins)
+    transport = Transport([connect()])
+    await app(make_scope(headers=[(b"host", b"testserver"), (b"x-user", b"alice")]), transport.receive, transport.send)
+    assert seen == [("alice", None)]

@@ -12,12 +12,13 @@ docs/middleware.md says what plugins that act change for the app.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, Final, TypeAlias, final
 
 from ._chains import run_observers
 from ._close import CloseCode, check_close
+from ._connstate import PluginState
 from ._exceptions import WebSocketDisconnect
 from ._lifecycle import Outcome, WebSocketState
 from ._plugins import PluginManager
@@ -74,7 +75,7 @@ class ToolkitMiddleware:
             await self.app(scope, receive, send)
             return
         plugins = self.plugins
-        running: tuple[PluginManager, ...] = scope.get(RUNNING_PLUGINS, ())
+        running: Mapping[object, PluginState] = scope.get(RUNNING_PLUGINS) or {}
         if plugins in running or not _has_hooks(plugins):  # nothing to add, or added further out
             await self.app(scope, receive, send)
             return
@@ -83,7 +84,8 @@ class ToolkitMiddleware:
         app_scope = dict(scope)
         relay = _Relay(app_scope, receive, send, plugins)
         # Marked after the WebSocket took its hooks: the app's own WebSocket of this manager runs none.
-        app_scope[RUNNING_PLUGINS] = (*running, plugins)
+        # With its plugin state: a WebSocket of this manager inside sees what the plugins keep per connection.
+        app_scope[RUNNING_PLUGINS] = {**running, plugins: relay.websocket.plugin_state}
         try:
             await self.app(app_scope, relay.receive, relay.send)
         except BaseException as exc:

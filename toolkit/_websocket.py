@@ -36,7 +36,8 @@ _LEFT: Final = ClientAction.LEFT
 
 _INTERNAL_ERROR: Final = Close.of(CloseCode.INTERNAL_ERROR)
 _DENIAL_EXTENSION: Final = "websocket.http.response"
-#: Scope key: the plugin managers whose hooks a ``ToolkitMiddleware`` already runs on this connection.
+#: Scope key: the plugin managers whose hooks a ``ToolkitMiddleware`` already runs on this connection,
+#: each with that connection's plugin state (a WebSocket of the same manager inside shares it).
 RUNNING_PLUGINS: Final = "toolkit.plugins"
 
 
@@ -78,8 +79,13 @@ class WebSocket(Mapping[str, Any]):
         #: The plugin manager this connection runs, or None.
         self.plugins = plugins
         chains: Chains
-        if plugins is None or plugins in scope.get(RUNNING_PLUGINS, ()):
-            chains = {}  # none, or an enclosing ToolkitMiddleware runs this manager's hooks: once each
+        running: Mapping[object, PluginState] = scope.get(RUNNING_PLUGINS) or {}
+        shared: PluginState | None = None
+        if plugins is None:
+            chains = {}
+        elif plugins in running:  # an enclosing ToolkitMiddleware runs this manager's hooks: once each
+            chains = {}
+            shared = running[plugins]  # the middleware's: what its plugins keep, the app's socket sees
         else:
             chains = plugins.chains
         self._hooked = bool(chains)
@@ -90,7 +96,7 @@ class WebSocket(Mapping[str, Any]):
         self._denial_chain = chains.get("ws_denial")
         self._response_parts: list[Message] | None = None
         #: Per-connection state for plugins, keyed by :class:`toolkit.StateKey`; emptied right after ``ws_close``.
-        self.plugin_state: PluginState = PluginState()
+        self.plugin_state: PluginState = PluginState() if shared is None else shared
         #: A task is waiting in the server's receive (one at a time, unless relayed).
         self._receiving = False
 

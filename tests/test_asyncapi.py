@@ -206,3 +206,20 @@ def test_bad_arguments_are_refused() -> None:
         asyncapi("t", "1", {"/a b": game, "/a_b": game})
     with pytest.raises(ValueError, match="scheme and a host"):
         asyncapi("t", "1", {"/": game}, servers={"local": "127.0.0.1:8000"})
+
+
+def test_other_shapes_are_one_message_each_and_still_valid() -> None:
+    plain = Messages(Move | Point, list[int])  # a union without a discriminator, a list
+    doc = asyncapi("Shapes", "1", {"/plain": plain, "/point": Messages(Point, Point)})
+    assert_valid(doc)
+    for ref in refs(doc):
+        resolve(doc, ref)
+    assert sorted(doc["channels"]["plain"]["messages"]) == ["error", "inbound", "outbound"]
+    inbound = message(doc, "#/channels/plain/messages/inbound")["payload"]
+    assert inbound["anyOf"] == [{"$ref": "#/components/schemas/Move"}, {"$ref": "#/components/schemas/Point"}]
+    assert message(doc, "#/channels/plain/messages/outbound")["payload"] == {
+        "items": {"type": "integer"},
+        "type": "array",
+    }
+    # A model without a "type" tag is named after its title.
+    assert sorted(doc["channels"]["point"]["messages"]) == ["Point.client", "Point.server", "error"]

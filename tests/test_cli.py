@@ -133,3 +133,51 @@ def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
     result = run(*args)
     assert result.returncode == 2
     assert "usage: ws-toolkit" in result.stderr
+
+
+# --- ws-toolkit asyncapi ---------------------------------------------------------------------------
+
+
+def test_asyncapi_prints_the_document_a_callable_returns() -> None:
+    from toolkit_demo import asyncapi_document
+
+    data = as_json(run("asyncapi", "toolkit_demo:asyncapi_document"))
+    assert data == asyncapi_document()
+    assert data["asyncapi"] == "3.0.0"
+    assert data["channels"]["ws"]["address"] == "/ws"
+
+
+def test_asyncapi_takes_a_ready_document_from_the_current_directory(tmp_path: Path) -> None:
+    (tmp_path / "cli_doc.py").write_text(
+        "from toolkit_demo import chat_messages\n"
+        "from toolkit_messages import asyncapi\n\n"
+        "class Api:\n"
+        "    document = asyncapi('Mine', '0.1', {'/chat': chat_messages})\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "toolkit", "asyncapi", "cli_doc:Api.document"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=tmp_path,
+        check=False,
+    )
+    data = as_json(result)
+    assert data["info"] == {"title": "Mine", "version": "0.1"}
+    assert list(data["channels"]) == ["chat"]
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("toolkit_demo", "expected module:attr"),
+        ("no_such_module_here:x", "cannot import 'no_such_module_here'"),
+        ("toolkit_demo:nothing", "has no attribute 'nothing'"),
+        ("toolkit_demo:CHAT_PATH", "is not an AsyncAPI document"),
+    ],
+)
+def test_asyncapi_refuses_what_is_not_a_document(target: str, message: str) -> None:
+    result = run("asyncapi", target)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""

@@ -8,13 +8,26 @@ from __future__ import annotations
 
 import json
 import socket
+import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Final
 
 import anyio
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
-from toolkit_demo import Joined, Left, Member, Room, Said, create_app, local_origins
+from starlette.exceptions import StarletteDeprecationWarning
+from toolkit_demo import (
+    CHAT_PATH,
+    Joined,
+    Left,
+    Member,
+    Room,
+    Said,
+    asyncapi_document,
+    chat_messages,
+    create_app,
+    local_origins,
+)
 from toolkit_demo.__main__ import main
 
 from tests.support import make_scope
@@ -207,3 +220,38 @@ def test_a_bad_port_is_a_usage_error(port: str, capsys: pytest.CaptureFixture[st
 )
 def test_the_page_s_own_origins_are_allowed(host: str, extra: list[str]) -> None:
     assert local_origins(8000, host) == ["http://127.0.0.1:8000", "http://localhost:8000", *extra]
+
+
+# --- GET /asyncapi.json ---------------------------------------------------------------------------
+
+
+def test_the_demo_serves_its_generated_asyncapi_document() -> None:
+    with warnings.catch_warnings():
+        # Starlette prefers the httpx2 fork and warns on import when only httpx is installed; httpx still works.
+        warnings.filterwarnings("ignore", "Using `httpx`", StarletteDeprecationWarning)
+        from starlette.testclient import TestClient
+
+    from tests.test_asyncapi import assert_valid, refs, resolve
+
+    with TestClient(create_app(TOKENS, local_origins(8000, "192.168.1.5"))) as client:
+        response = client.get("/asyncapi.json", headers={"host": "evil.example"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    document = response.json()
+    assert_valid(document)
+    for ref in refs(document):
+        resolve(document, ref)
+    # Generated from the real route and messages, not written by hand.
+    assert document == asyncapi_document(["ws://127.0.0.1:8000", "ws://localhost:8000", "ws://192.168.1.5:8000"])
+    assert document["channels"]["ws"]["address"] == CHAT_PATH
+    assert {server["host"] for server in document["servers"].values()} == {
+        "127.0.0.1:8000",
+        "localhost:8000",
+        "192.168.1.5:8000",
+    }  # the allowed origins, never the request's Host header
+    received = [ref["$ref"].rsplit("/", 1)[1] for ref in document["operations"]["ws.receive"]["messages"]]
+    sent = [ref["$ref"].rsplit("/", 1)[1] for ref in document["operations"]["ws.send"]["messages"]]
+    assert sorted(received) == sorted(chat_messages.json_schema()["inbound"]["discriminator"]["mapping"])
+    assert sorted(sent) == sorted([*chat_messages.json_schema()["outbound"]["discriminator"]["mapping"], "error"])
+    said = document["components"]["messages"]["ws.said"]["payload"]
+    assert said["properties"] == Said.model_json_schema(mode="serialization")["properties"]

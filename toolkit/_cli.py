@@ -5,13 +5,20 @@ from, whether :func:`toolkit.load_plugins` would load it (or why not), and, for 
 the hooks each implements with their options (``tryfirst``, ``trylast``, ``wrapper``, ``async``),
 then the order in which a connection would call them. The plugins are loaded into a fresh
 :class:`toolkit.PluginManager` to find out, exactly as ``load_plugins`` would.
+
+``asyncapi module:attr`` prints the AsyncAPI document ``attr`` produces: a callable that takes no
+arguments and returns the document (e.g. one that calls ``toolkit_messages.asyncapi``), or the
+document itself. The core never imports a plugin, so it only imports the target and calls it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._discovery import (
@@ -108,6 +115,35 @@ def _print_text(data: dict[str, Any]) -> None:
             print(f"  {hook_name:<{width}}  {', '.join(names) or '-'}")
 
 
+class _TargetError(Exception):
+    """The ``module:attr`` of ``ws-toolkit asyncapi`` is not a document or a callable that returns one."""
+
+
+def _document(target: str) -> Mapping[str, Any]:
+    """The document ``module:attr`` names: the attribute, called without arguments if it is callable."""
+    module_name, sep, attr = target.partition(":")
+    if not (module_name and sep and attr):
+        raise _TargetError(f"expected module:attr, like myapp:asyncapi_document, not {target!r}")
+    if os.getcwd() not in sys.path:  # as uvicorn does: the current directory's modules are importable
+        sys.path.insert(0, os.getcwd())
+    try:
+        found: object = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise _TargetError(f"cannot import {module_name!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise _TargetError(f"{module_name!r} has no attribute {attr!r}") from None
+    if callable(found):
+        found = found()
+    if not isinstance(found, Mapping):
+        raise _TargetError(
+            f"{target} is not an AsyncAPI document (a mapping) or a callable without arguments that returns one"
+        )
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ws-toolkit", description="ws-toolkit utilities.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -120,7 +156,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     plugins.add_argument("--json", action="store_true", help="print JSON instead of text")
     plugins.add_argument("--skip", action="append", default=[], metavar="NAME", help="leave this plugin out")
     plugins.add_argument("--check", action="store_true", help="exit with status 1 if a plugin fails to load")
+    document = commands.add_parser(
+        "asyncapi",
+        help="print the AsyncAPI document of module:attr as JSON",
+        description="Print the AsyncAPI document module:attr names as JSON: attr is the document, or a callable "
+        "without arguments that returns it (e.g. a function calling toolkit_messages.asyncapi).",
+    )
+    document.add_argument("target", metavar="module:attr")
     args = parser.parse_args(argv)
+    if args.command == "asyncapi":
+        try:
+            print(json.dumps(_document(args.target), indent=2))
+        except _TargetError as exc:
+            parser.exit(2, f"ws-toolkit asyncapi: error: {exc}\n")
+        return 0
     data = report(args.skip)
     if args.json:
         print(json.dumps(data, indent=2))

@@ -6,7 +6,17 @@ typed messages, limits message size and rate, and logs each connection.
 See docs/demo.md. Needs the ``demo`` extra: ``pip install 'ws-toolkit[demo]'``.
 """
 
-from ._app import MAX_MESSAGE_BYTES, NAMES, STATIC, TOKEN_PREFIX, create_app, demo_tokens, local_origins
+from ._app import (
+    CHAT_PATH,
+    MAX_MESSAGE_BYTES,
+    NAMES,
+    STATIC,
+    TOKEN_PREFIX,
+    asyncapi_document,
+    create_app,
+    demo_tokens,
+    local_origins,
+)
 from ._chat import (
     MAX_TEXT,
     SUBPROTOCOL,
@@ -24,6 +34,7 @@ from ._chat import (
 )
 
 __all__ = [
+    "CHAT_PATH",
     "MAX_MESSAGE_BYTES",
     "MAX_TEXT",
     "NAMES",
@@ -40,6 +51,7 @@ __all__ = [
     "Room",
     "Said",
     "Say",
+    "asyncapi_document",
     "chat_messages",
     "create_app",
     "demo_tokens",

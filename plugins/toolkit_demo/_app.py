@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse
+from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from toolkit_auth import AuthGate, OriginGate, StaticTokens, Subprotocol
 from toolkit_limits import MessageSizeLimit, RateLimit
 from toolkit_logging import ConnectionLogger
+from toolkit_messages import asyncapi
 
 from toolkit import PluginManager, WebSocketApp
 
-from ._chat import Chat, Room, chat_messages
+from ._chat import SUBPROTOCOL, Chat, Room, chat_messages
 
-__all__ = ["MAX_MESSAGE_BYTES", "NAMES", "STATIC", "TOKEN_PREFIX", "create_app", "demo_tokens", "local_origins"]
+__all__ = [
+    "CHAT_PATH",
+    "MAX_MESSAGE_BYTES",
+    "NAMES",
+    "STATIC",
+    "TOKEN_PREFIX",
+    "asyncapi_document",
+    "create_app",
+    "demo_tokens",
+    "local_origins",
+]
 
 #: The page, its script and its style sheet, shipped in the package.
 STATIC: Final = Path(__file__).parent / "static"
@@ -28,6 +42,8 @@ STATIC: Final = Path(__file__).parent / "static"
 NAMES: Final = ("alice", "bob", "carol")
 #: Inbound messages over this many UTF-8 bytes close the connection (1009) before anything parses them.
 MAX_MESSAGE_BYTES: Final = 4096
+#: The chat's WebSocket path.
+CHAT_PATH: Final = "/ws"
 #: The prefix of the subprotocol that carries the token: the page offers ``["chat.v1", "bearer.<token>"]``.
 TOKEN_PREFIX: Final = "bearer."  # noqa: S105 - a prefix, not a secret
 
@@ -57,6 +73,22 @@ def local_origins(port: int, host: str = "127.0.0.1") -> list[str]:
     return origins
 
 
+def asyncapi_document(servers: Iterable[str] = ()) -> dict[str, Any]:
+    """The chat's AsyncAPI 3.0 document, generated from :data:`chat_messages` at :data:`CHAT_PATH`.
+
+    ``servers`` are the ``ws://``/``wss://`` URLs it is served at, each named after its host and port.
+    """
+    named = {re.sub(r"[^A-Za-z0-9_-]", "-", urlsplit(url).netloc): url for url in servers}
+    return asyncapi(
+        "ws-toolkit demo chat",
+        "1.0.0",
+        {CHAT_PATH: chat_messages},
+        servers=named,
+        description=f"Join the room, then say things. Connect with the subprotocols `{SUBPROTOCOL}` and "
+        f"`{TOKEN_PREFIX}<token>`, from an allowed origin.",
+    )
+
+
 def create_app(
     tokens: Mapping[str, str],
     origins: Iterable[str],
@@ -65,13 +97,14 @@ def create_app(
     burst: int = 10,
     queue_size: int = 64,
 ) -> Starlette:
-    """The demo app: ``/`` the page, ``/static/...`` its files, ``/ws`` the chat.
+    """The demo app: ``/`` the page, ``/static/...`` its files, ``/ws`` the chat, ``/asyncapi.json`` its description.
 
     ``tokens`` maps each token to the name of the person it lets in (see :func:`demo_tokens`);
     ``origins`` lists the pages allowed to connect (see :func:`local_origins`). Each connection
     may send ``burst`` messages at once, then ``rate`` per second, and may fall ``queue_size``
     messages behind before it is disconnected.
     """
+    origins = list(origins)  # used twice
     auth = AuthGate(StaticTokens(dict(tokens)), sources=[Subprotocol(TOKEN_PREFIX)])
     plugins = PluginManager(
         chat_messages,  # trylast: validates what the endpoint gets, after the limits
@@ -82,11 +115,19 @@ def create_app(
         ConnectionLogger(),  # registered last, so it logs what crosses the wire
     )
     chat = WebSocketApp(Chat(Room(queue_size), auth), plugins=plugins)
+    # The servers are the origins the page is served from, as WebSocket URLs: never the request's Host.
+    servers = [re.sub(r"^http", "ws", origin) for origin in origins]
+    document = json.dumps(asyncapi_document(servers), separators=(",", ":")).encode("utf-8")
+
+    async def describe(request: Request) -> Response:
+        return Response(document, media_type="application/json")
+
     return Starlette(
         routes=[
             Route("/", _page),
+            Route("/asyncapi.json", describe),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
-            WebSocketRoute("/ws", chat),
+            WebSocketRoute(CHAT_PATH, chat),
         ]
     )
 

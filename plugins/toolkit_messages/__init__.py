@@ -2,9 +2,11 @@
 
 Declare what an endpoint receives and sends; the app gets validated models with
 precise types, and bad input gets the answer the close-code policy gives it.
+:func:`asyncapi` describes the endpoints in an AsyncAPI 3.0 document.
 See docs/messages.md.
 """
 
+from ._asyncapi import ASYNCAPI_VERSION, asyncapi
 from ._messages import (
     Channel,
     ErrorDetail,
@@ -15,4 +17,14 @@ from ._messages import (
     OutboundError,
 )
 
-__all__ = ["Channel", "ErrorDetail", "ErrorMessage", "ErrorPolicy", "MessageSchemas", "Messages", "OutboundError"]
+__all__ = [
+    "ASYNCAPI_VERSION",
+    "Channel",
+    "ErrorDetail",
+    "ErrorMessage",
+    "ErrorPolicy",
+    "MessageSchemas",
+    "Messages",
+    "OutboundError",
+    "asyncapi",
+]

@@ -170,7 +170,7 @@ def test_the_error_message_is_sent_under_the_error_policy() -> None:
     error = message(doc, "#/channels/game/messages/error")
     assert error["name"] == "error"
     assert error["payload"]["properties"]["type"]["const"] == "error"
-    assert error["payload"]["properties"]["error"]["enum"] == ["invalid_json", "invalid_message"]
+    assert error["payload"]["properties"]["error"]["enum"] == ["invalid_json", "malformed_message", "invalid_message"]
     assert error["payload"]["properties"]["errors"]["items"] == {"$ref": "#/components/schemas/ErrorDetail"}
     assert error["payload"]["required"] == ["type", "error"]
 

@@ -1151,7 +1151,7 @@ def test_json_schema_exports_inbound_outbound_and_error_messages() -> None:
 
     error = schemas["error"]
     assert error["properties"]["type"] == {"const": "error", "title": "Type", "type": "string"}
-    assert error["properties"]["error"]["enum"] == ["invalid_json", "invalid_message"]
+    assert error["properties"]["error"]["enum"] == ["invalid_json", "malformed_message", "invalid_message"]
     assert error["required"] == ["type", "error"]
 
 

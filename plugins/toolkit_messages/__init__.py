@@ -7,6 +7,7 @@ See docs/messages.md.
 """
 
 from ._asyncapi import ASYNCAPI_VERSION, asyncapi
+from ._codecs import Codec, JsonCodec, MsgpackCodec
 from ._messages import (
     Channel,
     ErrorDetail,
@@ -20,11 +21,14 @@ from ._messages import (
 __all__ = [
     "ASYNCAPI_VERSION",
     "Channel",
+    "Codec",
     "ErrorDetail",
     "ErrorMessage",
     "ErrorPolicy",
+    "JsonCodec",
     "MessageSchemas",
     "Messages",
+    "MsgpackCodec",
     "OutboundError",
     "asyncapi",
 ]

@@ -37,6 +37,8 @@ from toolkit import (
     WebSocketState,
 )
 
+from ._codecs import Codec, JsonCodec
+
 __all__ = ["Channel", "ErrorDetail", "ErrorMessage", "ErrorPolicy", "MessageSchemas", "Messages", "OutboundError"]
 
 InT = TypeVar("InT")
@@ -48,6 +50,8 @@ ErrorPolicy: TypeAlias = Literal["error", "close"]
 # The close-code policy (docs/close-codes.md): fixed reasons, never input or exception text.
 _UNSUPPORTED: Final = Close.of(CloseCode.UNSUPPORTED_DATA)
 _MALFORMED: Final = Close.of(CloseCode.UNSUPPORTED_DATA, "invalid JSON")
+#: Malformed input for any codec but JSON: one fixed reason, whatever the codec calls itself.
+_MALFORMED_OTHER: Final = Close.of(CloseCode.UNSUPPORTED_DATA, "malformed message")
 _NOT_UTF8: Final = Close.of(CloseCode.INVALID_DATA)
 _INVALID: Final = Close.of(CloseCode.POLICY_VIOLATION, "invalid message")
 _CONNECTED: Final = WebSocketState.CONNECTED
@@ -74,7 +78,8 @@ class ErrorMessage(TypedDict):
     """What the client is sent for a bad message when the policy is ``"error"``."""
 
     type: Literal["error"]
-    error: Literal["invalid_json", "invalid_message"]
+    #: ``"malformed_message"`` is what a codec other than JSON answers for a frame it cannot decode.
+    error: Literal["invalid_json", "malformed_message", "invalid_message"]
     errors: NotRequired[list[ErrorDetail]]
 
 
@@ -138,9 +143,13 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
       reach the app, whatever it reads them with, and outbound messages sent
       around the channel are checked too (a mismatch closes with 1011).
 
+    ``codec`` sets the wire format (:class:`JsonCodec` by default, :class:`MsgpackCodec`, or
+    any :class:`Codec`); it also sets the frame type, so ``frames`` is for JSON only.
+
     Bad input, per the close-code policy: wrong frame type -> close 1003;
     invalid UTF-8 -> close 1007; malformed JSON -> an error message, or close 1003
-    with ``on_malformed="close"``; schema-invalid -> an error message listing the
+    with ``on_malformed="close"`` (for another codec: a ``malformed_message`` error, or close
+    1003 "malformed message"); schema-invalid -> an error message listing the
     failing field locations and error types, or close 1008 with
     ``on_invalid="close"``. Error messages never contain input values or exception text.
     """
@@ -150,10 +159,18 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
         inbound: TypeForm[InT],
         outbound: TypeForm[OutT],
         *,
-        frames: Literal["text", "binary"] = "text",
+        frames: Literal["text", "binary"] | None = None,
         on_invalid: ErrorPolicy = "error",
         on_malformed: ErrorPolicy = "error",
+        codec: Codec | None = None,
     ) -> None:
+        if codec is None:
+            codec = JsonCodec("text" if frames is None else frames)
+        elif not isinstance(codec, Codec):
+            raise TypeError("codec must be a Codec (frames, media_type, decode, encode)")
+        elif frames is not None and frames != codec.frames:
+            raise ValueError(f"frames={frames!r} contradicts the codec's frames ({codec.frames!r}); leave it out")
+        frames = codec.frames
         if frames not in ("text", "binary"):
             raise ValueError("frames must be 'text' or 'binary'")
         if on_invalid not in ("error", "close") or on_malformed not in ("error", "close"):
@@ -164,14 +181,24 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
         #: Validates and serialises outbound messages.
         self.outbound: TypeAdapter[OutT] = TypeAdapter(outbound, _parent_depth=3)
         self._frames: Literal["text", "binary"] = frames
+        self._codec: Codec = codec
+        # None for JSON, which keeps its own fast path (validate_json straight from the frame).
+        self._other: Codec | None = None if isinstance(codec, JsonCodec) else codec
         self._on_invalid: ErrorPolicy = on_invalid
         self._on_malformed: ErrorPolicy = on_malformed
         self._types = (inbound, outbound)
         self._text = frames == "text"
         self._frame_type: type[str | bytes] = str if self._text else bytes
-        self._malformed_answer: Close | str | bytes = (
-            _MALFORMED if on_malformed == "close" else self._encode({"type": "error", "error": "invalid_json"})
-        )
+        if self._other is None:
+            self._malformed_answer: Close | str | bytes = (
+                _MALFORMED if on_malformed == "close" else self._encode({"type": "error", "error": "invalid_json"})
+            )
+        else:
+            self._malformed_answer = (
+                _MALFORMED_OTHER
+                if on_malformed == "close"
+                else self._encode({"type": "error", "error": "malformed_message"})
+            )
         self._known_names: frozenset[str] | None = None
         self._model_serializers = _model_serializers(self.outbound.core_schema)
         # Where this instance keeps its hand-overs on each connection. One key per instance: two
@@ -179,9 +206,10 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
         self._key: Final = StateKey[_Connection[InT]]("toolkit_messages")
 
     def __repr__(self) -> str:
+        codec = "" if self._other is None else f", codec={self._other!r}"
         return (
             f"Messages({self._types[0]!r}, {self._types[1]!r}, frames={self.frames!r}, "
-            f"on_invalid={self.on_invalid!r}, on_malformed={self.on_malformed!r})"
+            f"on_invalid={self.on_invalid!r}, on_malformed={self.on_malformed!r}{codec})"
         )
 
     @property
@@ -190,13 +218,18 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
         return self._frames
 
     @property
+    def codec(self) -> Codec:
+        """The wire format: :class:`JsonCodec` unless another codec was given."""
+        return self._codec
+
+    @property
     def on_invalid(self) -> ErrorPolicy:
         """What a schema-invalid message gets: an error message, or close 1008."""
         return self._on_invalid
 
     @property
     def on_malformed(self) -> ErrorPolicy:
-        """What malformed JSON gets: an error message, or close 1003."""
+        """What a malformed message (bad JSON, a frame the codec cannot decode) gets: an error, or close 1003."""
         return self._on_malformed
 
     def channel(self, websocket: WebSocket) -> Channel[InT, OutT]:
@@ -217,10 +250,24 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
         """Validate one inbound message straight from its text or bytes. Raises :class:`_Rejected`."""
         if type(data) is not self._frame_type:
             raise _Rejected(_UNSUPPORTED)
+        if self._other is not None:
+            return self._parse_decoded(self._other, data)
         if _has_non_json_words(data) and not _strict_json(data):
             raise _Rejected(self._malformed(data))
         try:
             model: InT = self.inbound.validator.validate_json(data)
+        except ValidationError as exc:
+            raise _Rejected(self._rejection(data, exc)) from None
+        return model
+
+    def _parse_decoded(self, codec: Codec, data: str | bytes) -> InT:
+        """Decode with ``codec``, then validate the value (as leniently as ``validate_json`` does)."""
+        try:
+            value = codec.decode(data)
+        except ValueError:
+            raise _Rejected(self._malformed_answer) from None
+        try:
+            model: InT = self.inbound.validator.validate_python(value)
         except ValidationError as exc:
             raise _Rejected(self._rejection(data, exc)) from None
         return model
@@ -237,7 +284,9 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
         first = errors[0]
         # "string_unicode" at the top: a str with a lone surrogate, which no text frame can carry.
-        if first["type"] == "json_invalid" or (first["type"] == "string_unicode" and not first["loc"]):
+        if self._other is None and (
+            first["type"] == "json_invalid" or (first["type"] == "string_unicode" and not first["loc"])
+        ):
             return self._malformed(data)
         if self._on_invalid == "close":
             return _INVALID
@@ -266,6 +315,8 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
         return self._known_names
 
     def _encode(self, error: ErrorMessage) -> str | bytes:
+        if self._other is not None:
+            return self._other.encode(error)
         text = json.dumps(error, separators=(",", ":"))
         return text if self._text else text.encode("utf-8")
 
@@ -274,7 +325,8 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
     def dump(self, message: object) -> str | bytes:
         """Check ``message`` (a model or a dict) against the outbound schema and serialise it, by alias.
 
-        Returns ``str`` for ``frames="text"``, ``bytes`` for ``"binary"``. Raises
+        Returns ``str`` for ``frames="text"``, ``bytes`` for ``"binary"``. A codec other than
+        JSON encodes ``model_dump(mode="json", by_alias=True)``'s value. Raises
         :class:`OutboundError` when it does not match; nothing is sent then.
 
         An instance of a model the schema names is already valid (pydantic does not
@@ -282,6 +334,7 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
         goes straight to its serialiser.
         """
         serializer = self._model_serializers.get(type(message))
+        other = self._other
         try:
             if serializer is None:
                 outbound = self.outbound
@@ -290,9 +343,18 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
                 except ValidationError as exc:
                     raise OutboundError(f"outbound message does not match the schema: {_summary(exc)}") from exc
                 serializer = outbound.serializer
+            if other is not None:
+                frame = other.encode(serializer.to_python(message, mode="json", by_alias=True))
+                if type(frame) is not self._frame_type:
+                    raise TypeError(f"{other!r}.encode returned {type(frame).__name__}, not a {self._frames} frame")
+                return frame
             data = serializer.to_json(message, by_alias=True)
+        except OutboundError:
+            raise
         except pydantic_core.PydanticSerializationError as exc:  # e.g. an `Any` field holding an object
             raise OutboundError("outbound message does not match the schema: it cannot be serialised") from exc
+        except (ValueError, OverflowError):  # the codec cannot carry a value (e.g. msgpack, an int > 64 bits)
+            raise OutboundError(f"outbound message cannot be encoded by {other!r}") from None
         return data.decode("utf-8") if self._text else data
 
     async def _send_own(self, websocket: WebSocket, data: str | bytes) -> None:
@@ -359,10 +421,27 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
             if others and any(item is data for item in others):
                 return None
         try:
-            self.outbound.validator.validate_json(data, strict=True)
+            if self._other is None:
+                self.outbound.validator.validate_json(data, strict=True)
+            else:
+                self._check_decoded(self._other, data)
         except ValidationError as exc:
             raise OutboundError(f"the app sent a message that does not match the schema: {_summary(exc)}") from exc
         return None
+
+    def _check_decoded(self, codec: Codec, data: str | bytes) -> None:
+        """Check an outbound frame of another codec as strictly as a JSON one: decoded, then as JSON.
+
+        Only for what the app sends around the channel (the channel's own sends are trusted).
+        """
+        if type(data) is not self._frame_type:
+            raise OutboundError(f"the app sent a {type(data).__name__} message; this codec uses {self._frames} frames")
+        try:
+            value = codec.decode(data)
+            as_json = pydantic_core.to_json(value)
+        except (ValueError, pydantic_core.PydanticSerializationError):
+            raise OutboundError("the app sent a message that the codec cannot decode") from None
+        self.outbound.validator.validate_json(as_json, strict=True)
 
     def _connection(self, websocket: WebSocket) -> _Connection[InT]:
         """This instance's hand-overs on ``websocket``, made on first use."""

@@ -145,6 +145,7 @@ def test_the_packages_define_the_closes_this_test_knows_of() -> None:
         (CloseCode.POLICY_VIOLATION, "rate limit"),
         (CloseCode.TRY_AGAIN_LATER, "rate limit"),
         (CloseCode.UNSUPPORTED_DATA, "invalid JSON"),
+        (CloseCode.UNSUPPORTED_DATA, "malformed message"),
         (CloseCode.POLICY_VIOLATION, "invalid message"),
         (CloseCode.MESSAGE_TOO_BIG, "message too big"),
         (CloseCode.TRY_AGAIN_LATER, "too slow"),

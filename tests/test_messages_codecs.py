@@ -13,9 +13,10 @@ from typing import Any, Final, Literal
 import msgpack
 import pytest
 from pydantic import BaseModel
-from toolkit_messages import Codec, JsonCodec, Messages, MsgpackCodec, OutboundError
+from toolkit_messages import Codec, JsonCodec, Messages, MsgpackCodec, OutboundError, asyncapi
 
 from tests.support import Transport, binary, connect, disconnect, make_scope, text
+from tests.test_asyncapi import assert_valid
 from tests.test_messages import MODES, SECRET, Inbound, Outbound, Said, Served, serve
 from toolkit import Message, PluginManager, WebSocket, WebSocketApp
 
@@ -235,3 +236,14 @@ async def test_msgpack_channel_send_accepts_models_and_dicts() -> None:
     messages = msgpack_messages()
     assert unpack(messages.dump(Said(type="said", text="hi"))) == SAID_HI
     assert unpack(messages.dump({"type": "said", "text": "hi"})) == SAID_HI
+
+
+def test_asyncapi_gives_msgpack_messages_their_content_type() -> None:
+    document = asyncapi("Packed", "1.0.0", {"/json": Messages(Inbound, Outbound), "/packed": msgpack_messages()})
+    assert_valid(document)
+    assert document["defaultContentType"] == "application/json"
+    components = document["components"]["messages"]
+    assert components["packed.chat"]["contentType"] == "application/msgpack"
+    assert components["packed.error"]["contentType"] == "application/msgpack"
+    assert "contentType" not in components["json.chat"]
+    assert document["channels"]["packed"]["description"].startswith("Messages are msgpack in binary frames.")

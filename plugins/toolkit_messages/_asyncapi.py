@@ -35,6 +35,8 @@ ASYNCAPI_VERSION: Final = "3.0.0"
 _SCHEMAS: Final = "#/components/schemas/"
 _ID: Final = re.compile(r"[^\w.\-]")
 _ERROR_KEY: Final = "__error__"
+# Messages of another codec (e.g. msgpack) say their own contentType.
+_DEFAULT_CONTENT_TYPE: Final = "application/json"
 
 
 def asyncapi(
@@ -84,6 +86,8 @@ def asyncapi(
                 key = f"{name}.{'client' if action == 'receive' else 'server'}" if name in clashes else name
                 component = _ID.sub("_", f"{channel_id}.{key}")
                 message: dict[str, Any] = {"name": name, "payload": payload}
+                if messages.codec.media_type != _DEFAULT_CONTENT_TYPE:  # e.g. msgpack: the payload's wire format
+                    message["contentType"] = messages.codec.media_type
                 if summary:
                     message["description"] = summary
                 component_messages[component] = message
@@ -110,7 +114,7 @@ def asyncapi(
     document: dict[str, Any] = {"asyncapi": ASYNCAPI_VERSION, "info": info}
     if servers:
         document["servers"] = {name: _server(url) for name, url in servers.items()}
-    document["defaultContentType"] = "application/json"
+    document["defaultContentType"] = _DEFAULT_CONTENT_TYPE
     document["channels"] = channels
     document["operations"] = operations
     document["components"] = {"schemas": schemas, "messages": component_messages}
@@ -179,18 +183,25 @@ def _variants(schema: dict[str, Any], schemas: Mapping[str, Any], fallback: str)
 
 
 def _channel_description(messages: Messages[Any, Any]) -> str:
+    malformed = "JSON gets" if messages.codec.media_type == _DEFAULT_CONTENT_TYPE else "messages get"
     answers = {
         "error": "an `error` message, and the connection stays open",
         "close": "a close",
     }
     return (
-        f"Messages are JSON in {messages.frames} frames. "
+        f"Messages are {_format_name(messages.codec.media_type)} in {messages.frames} frames. "
         f"Schema-invalid messages get {answers[messages.on_invalid]}"
         f"{' (1008)' if messages.on_invalid == 'close' else ''}; "
-        f"malformed JSON gets {answers[messages.on_malformed]}"
+        f"malformed {malformed} {answers[messages.on_malformed]}"
         f"{' (1003)' if messages.on_malformed == 'close' else ''}. "
         "The close codes the toolkit and its plugins can send are listed in `x-close-codes`."
     )
+
+
+def _format_name(media_type: str) -> str:
+    """``JSON`` for ``application/json``, ``msgpack`` for ``application/msgpack``: the subtype, readable."""
+    subtype = media_type.partition("/")[2] or media_type
+    return "JSON" if subtype == "json" else subtype
 
 
 def _close_codes() -> list[dict[str, Any]]:

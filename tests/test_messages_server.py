@@ -14,9 +14,10 @@ import contextlib
 import json
 from typing import Annotated, Any, Final, Literal
 
+import msgpack
 import pytest
 from pydantic import BaseModel, Field
-from toolkit_messages import Messages
+from toolkit_messages import Messages, MsgpackCodec
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -192,3 +193,51 @@ async def test_many_bad_messages_in_a_row_leave_the_connection_usable(live: Live
         assert (await ask(conn, '{"type":"chat","text":"ok"}'))["text"] == "ok"
         with contextlib.suppress(ConnectionClosed):
             await conn.close()
+
+
+# --- msgpack (toolkit_messages.MsgpackCodec) over the wire ----------------------------------------
+
+
+async def ask_packed(conn: ClientConnection, value: object) -> Any:
+    await conn.send(msgpack.packb(value))
+    reply = await recv(conn)
+    assert isinstance(reply, bytes), "msgpack answers come in binary frames"
+    return msgpack.unpackb(reply)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_msgpack_end_to_end(live: Live, mode: str) -> None:
+    url = live.serve(chat_app(mode, codec=MsgpackCodec()))
+    async with asyncio.timeout(TEST_TIMEOUT), client(url) as conn:
+        said = {"type": "said", "text": "héllo", "sentBy": "server"}
+        assert await ask_packed(conn, {"type": "chat", "text": "héllo"}) == said
+        assert await ask_packed(conn, {"type": "join", "room": "ops"}) == {"type": "joined", "room": "ops"}
+        assert await ask_packed(conn, {"type": "chat", "text": 2**64 - 1}) == {
+            "type": "error",
+            "error": "invalid_message",
+            "errors": [{"loc": ["chat", "text"], "type": "string_type"}],
+        }
+        await conn.send(b"\xc1sk_live_do_not_echo")
+        reply = await recv(conn)
+        assert isinstance(reply, bytes)
+        assert msgpack.unpackb(reply) == {"type": "error", "error": "malformed_message"}
+        assert await ask_packed(conn, {"type": "chat", "text": "still here"}) == {**said, "text": "still here"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("options", "payload", "close"),
+    [
+        ({}, '{"type":"chat","text":"text"}', (1003, "unsupported data")),
+        ({"on_malformed": "close"}, b"\x91" * 100_000, (1003, "malformed message")),
+        ({"on_invalid": "close"}, msgpack.packb({"type": "chat"}), (1008, "invalid message")),
+    ],
+    ids=["text-1003", "malformed-1003", "invalid-1008"],
+)
+async def test_msgpack_policy_closes_reach_the_client(
+    live: Live, mode: str, options: dict[str, Any], payload: str | bytes, close: tuple[int, str]
+) -> None:
+    url = live.serve(chat_app(mode, codec=MsgpackCodec(), **options))
+    async with asyncio.timeout(TEST_TIMEOUT), client(url) as conn:
+        await conn.send(payload)
+        assert await expect_close(conn) == close

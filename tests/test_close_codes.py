@@ -24,19 +24,13 @@ from typing import Final
 import pytest
 
 import toolkit
+from tests.support import PLUGIN_PACKAGES
 from toolkit import Close, CloseCode
 
 ROOT: Final = Path(__file__).parent.parent
 DOC: Final = ROOT / "docs" / "close-codes.md"
 #: The packages whose closes the policy table must cover (the core's come from its MessageError classes).
-FIRST_PARTY: Final = (
-    "toolkit_auth",
-    "toolkit_demo",
-    "toolkit_limits",
-    "toolkit_logging",
-    "toolkit_messages",
-    "toolkit_pytest",
-)
+FIRST_PARTY: Final = PLUGIN_PACKAGES
 
 
 # --- the page, as data ------------------------------------------------------------------------

@@ -59,6 +59,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.support import PLUGIN_PACKAGES
+
 ROOT: typing.Final = Path(__file__).resolve().parent.parent
 SNAPSHOT: typing.Final = ROOT / "tests" / "public_api.txt"
 UPDATE_ENV: typing.Final = "UPDATE_API_SNAPSHOT"
@@ -67,15 +69,7 @@ REGENERATE: typing.Final = (
 )
 
 #: The import packages whose public API is checked and recorded: the core and the first-party plugins.
-PACKAGES: typing.Final = (
-    "toolkit",
-    "toolkit_auth",
-    "toolkit_demo",
-    "toolkit_limits",
-    "toolkit_logging",
-    "toolkit_messages",
-    "toolkit_pytest",
-)
+PACKAGES: typing.Final = ("toolkit", *PLUGIN_PACKAGES)
 
 #: Public names deliberately taken from outside their package: ``"module.name"`` to the reason.
 REEXPORTS: typing.Final[dict[str, str]] = {}

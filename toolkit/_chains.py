@@ -236,12 +236,10 @@ async def _run_impls(chain: Chain, websocket: object, value: object, rest: tuple
 def run_observers(chain: Chain, websocket: object, value: object, *rest: object) -> Any:
     """Run an isolated (sync-only) chain: every failure is logged and skipped, the outcome always stands."""
     if not chain.wrappers:
-        return _run_observers_sync(chain.name, chain.policy, chain.impls, (websocket, value, *rest))
+        return _run_observers_sync(chain, websocket, value, rest)
     try:
         outcome = _wrapped_sync(
-            chain,
-            (websocket, value, *rest),
-            lambda: _run_observers_sync(chain.name, chain.policy, chain.impls, (websocket, value, *rest)),
+            chain, (websocket, value, *rest), lambda: _run_observers_sync(chain, websocket, value, rest)
         )
     except HookFailure as failure:
         log_hook_failure(failure)
@@ -256,11 +254,9 @@ def run_observers(chain: Chain, websocket: object, value: object, *rest: object)
     return value
 
 
-def _run_observers_sync(name: str, policy: Policy, impls: tuple[Impl, ...], args: tuple[object, ...]) -> Any:
-    value = args[1]
-    rest = args[2:]
-    websocket = args[0]
-    for impl in impls:
+def _run_observers_sync(chain: Chain, websocket: object, value: object, rest: tuple[object, ...]) -> Any:
+    name, policy = chain.name, chain.policy
+    for impl in chain.impls:
         try:
             result = impl.call(websocket, value, *rest)
         except Exception:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeGuard
 
-__all__ = ["MAX_REASON_BYTES", "SENDABLE", "Close", "CloseCode", "check_close"]
+__all__ = ["MAX_REASON_BYTES", "SENDABLE", "Close", "CloseCode", "check_close", "may_send"]
 
 
 class CloseCode(enum.IntEnum):
@@ -77,11 +77,14 @@ _SENDABLE_BELOW_3000: Final = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 100
 SENDABLE: Final = frozenset(code for code in CloseCode if code.value in _SENDABLE_BELOW_3000)
 
 
+def may_send(code: object) -> TypeGuard[int]:
+    """Whether ``code`` (an ``int``, not a ``bool``) may go out in a close frame (RFC 6455 7.4)."""
+    return (type(code) is int or isinstance(code, CloseCode)) and (code in _SENDABLE_BELOW_3000 or 3000 <= code <= 4999)
+
+
 def check_close(code: int, reason: str) -> None:
     """Raise ``ValueError`` unless ``code`` and ``reason`` may go out in a close frame."""
-    if (type(code) is not int and not isinstance(code, CloseCode)) or not (
-        code in _SENDABLE_BELOW_3000 or 3000 <= code <= 4999
-    ):
+    if not may_send(code):
         raise ValueError(f"close code {code!r} may not be sent (RFC 6455 7.4)")
     if not isinstance(reason, str):
         raise TypeError("close reason must be a str")

@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from typing import Any, Final, TypeAlias, final
 
 from ._chains import run_observers
-from ._close import CloseCode, check_close
+from ._close import CloseCode, may_send
 from ._connstate import PluginState
 from ._exceptions import WebSocketDisconnect
 from ._lifecycle import Outcome, WebSocketState
@@ -76,7 +76,7 @@ class ToolkitMiddleware:
             return
         plugins = self.plugins
         running: Mapping[object, PluginState] = scope.get(RUNNING_PLUGINS) or {}
-        if plugins in running or not _has_hooks(plugins):  # nothing to add, or added further out
+        if plugins in running or not plugins.chains:  # nothing to add, or added further out
             await self.app(scope, receive, send)
             return
         # The app's own copy: what plugins put in it (websocket.user) is what the app reads, and the
@@ -93,10 +93,6 @@ class ToolkitMiddleware:
                 raise
         else:
             await relay.finish(None)
-
-
-def _has_hooks(plugins: PluginManager) -> bool:
-    return bool(plugins.chains)
 
 
 class _Again(Exception):
@@ -348,17 +344,7 @@ def _code_for_hooks(code: object) -> int:
     close frame may carry (a bool, a non-integer, a reserved or out-of-range number) is reported as abnormal."""
     if code is None:
         return CloseCode.NORMAL.value
-    if isinstance(code, int) and not isinstance(code, bool) and _sendable(code):
-        return int(code)
-    return CloseCode.ABNORMAL.value
-
-
-def _sendable(code: int) -> bool:
-    try:
-        check_close(code, "")
-    except ValueError:
-        return False
-    return True
+    return int(code) if may_send(code) else CloseCode.ABNORMAL.value
 
 
 def _disconnect_for_hooks(message: Message) -> Message:

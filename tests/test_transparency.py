@@ -575,28 +575,6 @@ def on_fastapi(endpoint: Callable[[FastAPIWebSocket], Any]) -> Callable[[], Any]
     return build
 
 
-async def fa_raise_before_accept(websocket: FastAPIWebSocket) -> None:
-    raise LookupError("raised before accept")
-
-
-async def fa_return_without_accept(websocket: FastAPIWebSocket) -> None:
-    return None
-
-
-async def fa_concurrent_receivers(websocket: FastAPIWebSocket) -> None:
-    await websocket.accept()
-
-    async def reader() -> None:
-        await websocket.send_text(f"got {await websocket.receive_text()}")
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(reader)
-        tg.start_soon(reader)
-        await anyio.lowlevel.checkpoint()  # both readers now wait in receive()
-        await websocket.send_text("ready")
-    await websocket.close(1000, "both read")
-
-
 async def fa_websocket_exception_before_accept(websocket: FastAPIWebSocket) -> None:
     raise FastAPIWebSocketException(code=1008, reason="not you")
 
@@ -944,14 +922,15 @@ CASES: Final[dict[str, Case]] = {
         "fastapi", fastapi_raise_after_accept, just_wait, "LookupError", (A,), (1011, SERVER)
     ),
     "fastapi-return-after-accept": Case("fastapi", fastapi_return_after_accept, read(1), None, (A, S), (1000, APP)),
+    # FastAPI's WebSocket is Starlette's: the same endpoints, routed by FastAPI.
     "fastapi-raise-before-accept": Case(
-        "fastapi", on_fastapi(fa_raise_before_accept), just_wait, "LookupError", (), (1006, SERVER)
+        "fastapi", on_fastapi(st_raise_before_accept), just_wait, "LookupError", (), (1006, SERVER)
     ),
     "fastapi-return-without-accept": Case(
-        "fastapi", on_fastapi(fa_return_without_accept), just_wait, DENIED, (), (1006, APP)
+        "fastapi", on_fastapi(st_return_without_accept), just_wait, DENIED, (), (1006, APP)
     ),
     "fastapi-concurrent-receivers": Case(
-        "fastapi", on_fastapi(fa_concurrent_receivers), CONCURRENT, None, (A, S, S, S, C), (1000, APP)
+        "fastapi", on_fastapi(st_concurrent_receivers), CONCURRENT, None, (A, S, S, S, C), (1000, APP)
     ),
     "fastapi-websocket-exception-before-accept": Case(
         "fastapi", on_fastapi(fa_websocket_exception_before_accept), just_wait, DISCONNECT, (C,), (1006, APP)

@@ -63,17 +63,17 @@ async def json_echo(ws: EchoSocket, n: int) -> None:
 class NoOp(toolkit.Plugin):
     """A plugin that looks at every message and keeps it: the cheapest possible hook."""
 
-    def ws_receive(self, websocket: toolkit.WebSocket, data: str | bytes) -> None:
+    def ws_receive(self, *, websocket: toolkit.WebSocket, data: str | bytes) -> None:
         return None
 
-    def ws_send(self, websocket: toolkit.WebSocket, data: str | bytes) -> None:
+    def ws_send(self, *, websocket: toolkit.WebSocket, data: str | bytes) -> None:
         return None
 
 
 class OneHook(toolkit.Plugin):
     """One plain-``def`` ``ws_receive`` that keeps the message: one hook call per echoed message."""
 
-    def ws_receive(self, websocket: toolkit.WebSocket, data: str | bytes) -> None:
+    def ws_receive(self, *, websocket: toolkit.WebSocket, data: str | bytes) -> None:
         return None
 
 

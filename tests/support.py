@@ -99,19 +99,19 @@ class Recorder(toolkit.Plugin):
 
     calls: list[tuple[str, Any]] = field(default_factory=list)
 
-    def ws_accept(self, websocket: toolkit.WebSocket, accept: toolkit.Accept) -> None:
+    def ws_accept(self, *, websocket: toolkit.WebSocket, accept: toolkit.Accept) -> None:
         self.calls.append(("ws_accept", accept))
 
-    def ws_receive(self, websocket: toolkit.WebSocket, data: str | bytes) -> None:
+    def ws_receive(self, *, websocket: toolkit.WebSocket, data: str | bytes) -> None:
         self.calls.append(("ws_receive", data))
 
-    def ws_send(self, websocket: toolkit.WebSocket, data: str | bytes) -> None:
+    def ws_send(self, *, websocket: toolkit.WebSocket, data: str | bytes) -> None:
         self.calls.append(("ws_send", data))
 
-    def ws_close(self, websocket: toolkit.WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+    def ws_close(self, *, websocket: toolkit.WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
         self.calls.append(("ws_close", (code, reason, closed_by)))
 
-    def ws_denial(self, websocket: toolkit.WebSocket, response: DenialResponse) -> None:
+    def ws_denial(self, *, websocket: toolkit.WebSocket, response: DenialResponse) -> None:
         self.calls.append(("ws_denial", response))
 
     def names(self) -> list[str]:

@@ -480,7 +480,7 @@ async def test_a_later_plugin_sees_the_scrubbed_accept() -> None:
     seen: list[Accept] = []
 
     class Observer(toolkit.Plugin):
-        def ws_accept(self, websocket: WebSocket, accept: Accept) -> None:
+        def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> None:
             seen.append(accept)
 
     gate = AuthGate(tokens(), sources=[Subprotocol("bearer.")])
@@ -908,7 +908,7 @@ def test_the_receive_hook_awaits_only_for_an_async_authorize(
 ) -> None:
     # A plain-def hook keeps the whole ws_receive chain on the toolkit's fast path.
     class Later(toolkit.Plugin):
-        def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None: ...
+        def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> None: ...
 
     gate = AuthGate(tokens(), authorize=authorize)
     manager = PluginManager()
@@ -1038,7 +1038,7 @@ async def test_state_is_per_connection_and_freed_on_close() -> None:
 class DenyAfterAuth(toolkit.Plugin):
     """Runs after the gate (which is tryfirst) and denies: the gate's state must not outlive the denial."""
 
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> DenialResponse:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> DenialResponse:
         assert websocket.scope["user"] is ALICE
         return DenialResponse(429, "rate limit")
 

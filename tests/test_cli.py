@@ -28,8 +28,8 @@ def make_site(root: Path) -> Path:
     (root / "cli_last.py").write_text(
         "import toolkit\n\n\nclass Last:\n"
         "    @toolkit.hookimpl(trylast=True)\n"
-        "    def ws_receive(self, websocket, data):\n        return None\n\n"
-        "    def ws_denial(self, websocket, response):\n        return None\n"
+        "    def ws_receive(self, *, websocket, data):\n        return None\n\n"
+        "    def ws_denial(self, *, websocket, response):\n        return None\n"
     )
     return root
 

@@ -205,7 +205,7 @@ SOURCES = {
                 return None
 
         class AsyncClose:
-            async def ws_close(self, websocket, code, reason, closed_by):
+            async def ws_close(self, *, websocket, code, reason, closed_by):
                 pass
 
         NOTHING = object()
@@ -251,7 +251,7 @@ def test_strict_raises_on_the_first_failure_and_registers_nothing(make_dist: Mak
 
 
 class _Observer:
-    def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+    def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
         pass
 
 

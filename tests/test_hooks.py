@@ -92,28 +92,28 @@ class Returns(toolkit.Plugin):
             raise self.result
         return self.result
 
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> Any:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Any:
         return self._run("ws_accept", accept)
 
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Any:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Any:
         return self._run("ws_receive", data)
 
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> Any:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Any:
         return self._run("ws_send", data)
 
 
 class AsyncReturns(Returns):
     """:class:`Returns` with ``async def`` implementations that really suspend."""
 
-    async def ws_accept(self, websocket: WebSocket, accept: Accept) -> Any:
+    async def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Any:
         await anyio.lowlevel.checkpoint()
         return self._run("ws_accept", accept)
 
-    async def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Any:
+    async def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Any:
         await anyio.lowlevel.checkpoint()
         return self._run("ws_receive", data)
 
-    async def ws_send(self, websocket: WebSocket, data: str | bytes) -> Any:
+    async def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Any:
         await anyio.lowlevel.checkpoint()
         return self._run("ws_send", data)
 
@@ -134,15 +134,15 @@ class Around:
         return outcome
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> Generator[None, Any, Any]:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Generator[None, Any, Any]:
         return (yield from self._wrap())
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
         return (yield from self._wrap())
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
         return (yield from self._wrap())
 
 
@@ -186,7 +186,7 @@ def test_default_names_are_readable_and_unique() -> None:
 
 
 class Misspelled(toolkit.Plugin):
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> None:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> None:
         raise AssertionError("a rejected plugin must never run")
 
     def ws_recieve(self, websocket: WebSocket, data: str | bytes) -> None:
@@ -222,14 +222,14 @@ def test_unknown_hook_names_are_rejected(plugin: object, hook_name: str) -> None
 
 
 class AsyncClose:
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> None:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> None:
         raise AssertionError("a rejected plugin must never run")
 
-    async def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None: ...
+    async def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None: ...
 
 
 class AsyncDenial:
-    async def ws_denial(self, websocket: WebSocket, response: DenialResponse) -> None: ...
+    async def ws_denial(self, *, websocket: WebSocket, response: DenialResponse) -> None: ...
 
 
 @pytest.mark.parametrize(("plugin", "hook_name"), [(AsyncClose(), "ws_close"), (AsyncDenial(), "ws_denial")])
@@ -258,11 +258,11 @@ async def test_rejected_plugin_never_runs_even_after_later_registrations() -> No
 
 
 class AllAsync(toolkit.Plugin):
-    async def ws_accept(self, websocket: WebSocket, accept: Accept) -> None: ...
+    async def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> None: ...
 
-    async def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None: ...
+    async def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> None: ...
 
-    async def ws_send(self, websocket: WebSocket, data: str | bytes) -> None: ...
+    async def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> None: ...
 
 
 def test_async_message_and_accept_hooks_are_allowed() -> None:
@@ -273,7 +273,7 @@ def test_async_message_and_accept_hooks_are_allowed() -> None:
 
 
 class ExtraArgument:
-    def ws_send(self, websocket: WebSocket, data: str | bytes, extra: int) -> None: ...
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes, extra: int) -> None: ...
 
 
 def test_unknown_argument_is_rejected() -> None:
@@ -286,18 +286,18 @@ def test_unknown_argument_is_rejected() -> None:
 
 class NotAGenerator:
     @toolkit.hookimpl(wrapper=True)
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> None: ...
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> None: ...
 
 
 class AsyncGeneratorWrapper:
     @toolkit.hookimpl(wrapper=True)
-    async def ws_send(self, websocket: WebSocket, data: str | bytes) -> Any:
+    async def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Any:
         yield
 
 
 class OldStyleWrapper:
     @toolkit.hookimpl(hookwrapper=True)
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, None]:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, None]:
         yield
 
 
@@ -411,7 +411,7 @@ async def test_accept_kept_sends_the_apps_accept_unchanged() -> None:
 @pytest.mark.parametrize("mode", MODES)
 async def test_accept_changed_subprotocol_and_headers(mode: Mode) -> None:
     class Change(toolkit.Plugin):
-        def ws_accept(self, websocket: WebSocket, accept: Accept) -> Accept:
+        def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Accept:
             return accept.replace(subprotocol="v2", headers=(*accept.headers, (b"x-plugin", b"yes")))
 
     _, plugins = plugins_for(mode, "ws_accept", None)
@@ -434,7 +434,7 @@ class AddHeader(toolkit.Plugin):
         self.name = name
         self.log = log
 
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> Accept:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Accept:
         self.log.append((self.name, accept))
         return accept.replace(headers=(*accept.headers, (self.name, b"1")))
 
@@ -458,7 +458,7 @@ async def test_accept_chain_each_sees_the_previous_change() -> None:
 
 async def test_accept_subprotocol_can_be_removed() -> None:
     class NoSubprotocol(toolkit.Plugin):
-        def ws_accept(self, websocket: WebSocket, accept: Accept) -> Accept:
+        def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Accept:
             return accept.replace(subprotocol=None)
 
     async def endpoint(websocket: WebSocket) -> None:
@@ -471,7 +471,7 @@ async def test_accept_subprotocol_can_be_removed() -> None:
 async def test_accept_header_names_are_sent_lowercased() -> None:
     # ASGI: header names in "websocket.accept" and "websocket.http.response.start" must be lowercased.
     class Mixed(toolkit.Plugin):
-        def ws_accept(self, websocket: WebSocket, accept: Accept) -> Accept:
+        def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Accept:
             return accept.replace(headers=((b"X-Plugin", b"Yes"),))
 
     async def endpoint(websocket: WebSocket) -> None:
@@ -575,7 +575,7 @@ async def test_receive_keep_or_replace(mode: Mode, incoming: Message, result: An
 @pytest.mark.parametrize("mode", MODES)
 async def test_receive_drop_discards_and_delivers_the_next(mode: Mode) -> None:
     class DropOdd(toolkit.Plugin):
-        def ws_receive(self, websocket: WebSocket, data: str | bytes) -> toolkit.Drop | None:
+        def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> toolkit.Drop | None:
             return DROP if data in ("1", "3") else None
 
     _, plugins = plugins_for(mode, "ws_receive", None)
@@ -623,7 +623,7 @@ async def test_receive_close(mode: Mode) -> None:
 class AnswerOdd(toolkit.Plugin):
     """Answers "1" and "3" itself (``Reply``) so the app never sees them."""
 
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> toolkit.ReceiveResult:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> toolkit.ReceiveResult:
         return toolkit.Reply(f"no {data!s}") if data in ("1", "3") else None
 
 
@@ -761,19 +761,19 @@ class Tagger(toolkit.Plugin):
 class Tag(Tagger):
     """Appends its tag to every message in both directions, logging what it saw."""
 
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> str:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> str:
         return self._tag("ws_receive", data)
 
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> str:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> str:
         return self._tag("ws_send", data)
 
 
 class AsyncTag(Tagger):
-    async def ws_receive(self, websocket: WebSocket, data: str | bytes) -> str:
+    async def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> str:
         await anyio.lowlevel.checkpoint()
         return self._tag("ws_receive", data)
 
-    async def ws_send(self, websocket: WebSocket, data: str | bytes) -> str:
+    async def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> str:
         await anyio.lowlevel.checkpoint()
         return self._tag("ws_send", data)
 
@@ -831,7 +831,7 @@ async def test_send_keep_or_replace(mode: Mode, outgoing: Message, result: Any, 
 @pytest.mark.parametrize("mode", MODES)
 async def test_send_drop(mode: Mode) -> None:
     class DropSecret(toolkit.Plugin):
-        def ws_send(self, websocket: WebSocket, data: str | bytes) -> toolkit.Drop | None:
+        def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> toolkit.Drop | None:
             return DROP if data == "secret" else None
 
     _, plugins = plugins_for(mode, "ws_send", None)
@@ -893,7 +893,7 @@ async def test_every_receive_method_goes_through_ws_receive() -> None:
         got.extend([item async for item in websocket.iter_json()])
 
     class Rewrite(toolkit.Plugin):
-        def ws_receive(self, websocket: WebSocket, data: str | bytes) -> str | bytes:
+        def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> str | bytes:
             return data[::-1]
 
     await serve(endpoint, Rewrite(), incoming=[text("ab"), binary(b"cd"), text("]1["), text("}{"), disconnect()])
@@ -1148,7 +1148,7 @@ class ReplaceDenial(toolkit.Plugin):
         self.replacement = replacement
         self.seen: list[DenialResponse] = []
 
-    def ws_denial(self, websocket: WebSocket, response: DenialResponse) -> DenialResponse | None:
+    def ws_denial(self, *, websocket: WebSocket, response: DenialResponse) -> DenialResponse | None:
         self.seen.append(response)
         return self.replacement
 
@@ -1289,12 +1289,12 @@ async def test_denial_sees_the_failure_policy_denial() -> None:
 
 
 class RaisingDenial(toolkit.Plugin):
-    def ws_denial(self, websocket: WebSocket, response: DenialResponse) -> DenialResponse:
+    def ws_denial(self, *, websocket: WebSocket, response: DenialResponse) -> DenialResponse:
         raise RuntimeError(SECRET)
 
 
 class GarbageDenial(toolkit.Plugin):
-    def ws_denial(self, websocket: WebSocket, response: DenialResponse) -> Any:
+    def ws_denial(self, *, websocket: WebSocket, response: DenialResponse) -> Any:
         return "not a response"
 
 
@@ -1321,7 +1321,7 @@ class DenialWrapper:
         self.seen: list[Any] = []
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_denial(self, websocket: WebSocket, response: DenialResponse) -> Generator[None, Any, Any]:
+    def ws_denial(self, *, websocket: WebSocket, response: DenialResponse) -> Generator[None, Any, Any]:
         outcome = yield
         self.seen.append((response, outcome))
         return DenialResponse(outcome.status, b"wrapped " + outcome.body)
@@ -1368,16 +1368,16 @@ class Suspends(toolkit.Plugin):
         assert self.ticker.ticks > before, "the hook did not yield to the event loop"
         self.log.append(f"{self.name}:{hook}:end")
 
-    async def ws_accept(self, websocket: WebSocket, accept: Accept) -> Accept:
+    async def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Accept:
         await self._suspend("ws_accept")
         return accept.replace(subprotocol=(accept.subprotocol or "") + self.name)
 
-    async def ws_receive(self, websocket: WebSocket, data: str | bytes) -> str:
+    async def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> str:
         await self._suspend("ws_receive")
         assert isinstance(data, str)
         return data + self.name
 
-    async def ws_send(self, websocket: WebSocket, data: str | bytes) -> str:
+    async def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> str:
         await self._suspend("ws_send")
         assert isinstance(data, str)
         return data + self.name
@@ -1388,16 +1388,16 @@ class Plain(toolkit.Plugin):
         self.name = name
         self.log = log
 
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> Accept:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Accept:
         self.log.append(f"{self.name}:ws_accept")
         return accept.replace(subprotocol=(accept.subprotocol or "") + self.name)
 
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> str:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> str:
         self.log.append(f"{self.name}:ws_receive")
         assert isinstance(data, str)
         return data + self.name
 
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> str:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> str:
         self.log.append(f"{self.name}:ws_send")
         assert isinstance(data, str)
         return data + self.name
@@ -1431,7 +1431,7 @@ async def test_async_implementations_are_awaited_in_order() -> None:
 
 
 class ReturnsCoroutine(toolkit.Plugin):
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> Any:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Any:
         return anyio.lowlevel.checkpoint()  # a plain def handing back an awaitable: a mistake the toolkit reports
 
 
@@ -1457,23 +1457,23 @@ def make_ordered(label: str, log: list[tuple[str, str]], *, tryfirst: bool = Fal
 
     class Ordered:
         @toolkit.hookimpl(tryfirst=tryfirst, trylast=trylast)
-        def ws_accept(self, websocket: WebSocket, accept: Accept) -> None:
+        def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> None:
             note("ws_accept")
 
         @toolkit.hookimpl(tryfirst=tryfirst, trylast=trylast)
-        def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None:
+        def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> None:
             note("ws_receive")
 
         @toolkit.hookimpl(tryfirst=tryfirst, trylast=trylast)
-        def ws_send(self, websocket: WebSocket, data: str | bytes) -> None:
+        def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> None:
             note("ws_send")
 
         @toolkit.hookimpl(tryfirst=tryfirst, trylast=trylast)
-        def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+        def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
             note("ws_close")
 
         @toolkit.hookimpl(tryfirst=tryfirst, trylast=trylast)
-        def ws_denial(self, websocket: WebSocket, response: DenialResponse) -> None:
+        def ws_denial(self, *, websocket: WebSocket, response: DenialResponse) -> None:
             note("ws_denial")
 
     return Ordered()
@@ -1506,7 +1506,7 @@ async def test_tryfirst_trylast_and_registration_order() -> None:
 def make_wrapper(label: str, log: list[str], replace: str | None = None, *, tryfirst: bool = False) -> object:
     class Wrapper:
         @toolkit.hookimpl(wrapper=True, tryfirst=tryfirst)
-        def ws_send(self, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
+        def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
             log.append(f"{label} before {data!r}")
             outcome = yield
             log.append(f"{label} after {outcome!r}")
@@ -1562,7 +1562,7 @@ class CatchValueError:
         self.caught: list[BaseException] = []
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
         try:
             return (yield)
         except ValueError as exc:
@@ -1595,7 +1595,7 @@ class Reraise:
         self.seen: list[BaseException] = []
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
         try:
             return (yield)
         except BaseException as exc:
@@ -1605,28 +1605,28 @@ class Reraise:
 
 class RaiseOwn:
     @toolkit.hookimpl(wrapper=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
         yield
         raise KeyError(SECRET)
 
 
 class YieldTwice:
     @toolkit.hookimpl(wrapper=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
         yield
         yield
 
 
 class WrapperGarbage:
     @toolkit.hookimpl(wrapper=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
         yield
         return 42
 
 
 class FailBeforeYield:
     @toolkit.hookimpl(wrapper=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
         if data == "x":
             raise KeyError(SECRET)
         return (yield)
@@ -1684,7 +1684,7 @@ async def test_accept_wrapper_sees_the_accept_and_can_deny() -> None:
             self.seen: list[Any] = []
 
         @toolkit.hookimpl(wrapper=True)
-        def ws_accept(self, websocket: WebSocket, accept: Accept) -> Generator[None, Any, Any]:
+        def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Generator[None, Any, Any]:
             outcome = yield
             self.seen.append((accept, outcome))
             return DenialResponse(451, "unavailable")
@@ -1705,7 +1705,9 @@ class CloseWrapper:
         self.fail = fail
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> Generator[None, Any, Any]:
+    def ws_close(
+        self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy
+    ) -> Generator[None, Any, Any]:
         self.log.append(f"before {code}")
         result = yield
         self.log.append("after")
@@ -1719,7 +1721,7 @@ class LogClose(toolkit.Plugin):
         self.log = log
         self.fail = fail
 
-    def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+    def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
         self.log.append(f"impl {closed_by}")
         if self.fail:
             raise RuntimeError(SECRET)
@@ -1823,11 +1825,11 @@ async def test_failure_after_accept_closes_1011(
 
 async def test_invalid_values_built_by_a_plugin_are_failures(caplog: pytest.LogCaptureFixture) -> None:
     class Inject(toolkit.Plugin):
-        def ws_accept(self, websocket: WebSocket, accept: Accept) -> Accept:
+        def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Accept:
             return accept.replace(headers=((b"x-evil", b"a\r\nset-cookie: x"),))
 
     class ForbiddenCode(toolkit.Plugin):
-        def ws_send(self, websocket: WebSocket, data: str | bytes) -> Close:
+        def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Close:
             return Close(1006)
 
     async def endpoint(websocket: WebSocket) -> None:
@@ -1849,7 +1851,7 @@ async def test_invalid_values_built_by_a_plugin_are_failures(caplog: pytest.LogC
 
 
 class Boom(toolkit.Plugin):
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> None:
         if data == "boom":
             raise RuntimeError(SECRET)
 
@@ -1898,13 +1900,13 @@ class CancelInside(toolkit.Plugin):
             await anyio.lowlevel.checkpoint()
             self.after.append("not cancelled")
 
-    async def ws_accept(self, websocket: WebSocket, accept: Accept) -> None:
+    async def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> None:
         await self._cancel("ws_accept")
 
-    async def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None:
+    async def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> None:
         await self._cancel("ws_receive")
 
-    async def ws_send(self, websocket: WebSocket, data: str | bytes) -> None:
+    async def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> None:
         await self._cancel("ws_send")
 
 
@@ -1922,15 +1924,15 @@ class SwallowCancel:
             return value
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> Generator[None, Any, Any]:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Generator[None, Any, Any]:
         return (yield from self._swallow(accept))
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
         return (yield from self._swallow(data))
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
         return (yield from self._swallow(data))
 
 
@@ -1993,7 +1995,7 @@ async def test_cancelled_accept_hook_fires_ws_close_once() -> None:
 
 
 class FailingClose(toolkit.Plugin):
-    def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+    def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
         raise RuntimeError(SECRET)
 
 
@@ -2016,7 +2018,7 @@ async def test_failing_close_hook_does_not_stop_the_others(caplog: pytest.LogCap
 
 
 class Pong(toolkit.Plugin):
-    async def ws_receive(self, websocket: WebSocket, data: str | bytes) -> toolkit.Drop | None:
+    async def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> toolkit.Drop | None:
         if data == "ping":
             await websocket.send_text("pong")
             return DROP
@@ -2045,13 +2047,13 @@ class Kick(toolkit.Plugin):
         if hook == self.hook:
             await websocket.close(4000, "kicked")
 
-    async def ws_accept(self, websocket: WebSocket, accept: Accept) -> None:
+    async def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> None:
         await self._kick("ws_accept", websocket)
 
-    async def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None:
+    async def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> None:
         await self._kick("ws_receive", websocket)
 
-    async def ws_send(self, websocket: WebSocket, data: str | bytes) -> None:
+    async def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> None:
         await self._kick("ws_send", websocket)
 
 
@@ -2098,7 +2100,7 @@ async def test_plugin_closing_from_the_accept_hook_denies(caplog: pytest.LogCapt
 
 async def test_plugin_sending_a_denial_from_the_accept_hook() -> None:
     class SendsDenial(toolkit.Plugin):
-        async def ws_accept(self, websocket: WebSocket, accept: Accept) -> None:
+        async def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> None:
             await websocket.send_denial_response(DenialResponse(401, "who?"))
 
     recorder = Recorder()
@@ -2118,7 +2120,7 @@ async def test_plugin_sending_a_denial_from_the_accept_hook() -> None:
 
 async def test_plugin_sending_data_before_accept_is_a_failure(caplog: pytest.LogCaptureFixture) -> None:
     class TooEarly(toolkit.Plugin):
-        async def ws_accept(self, websocket: WebSocket, accept: Accept) -> None:
+        async def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> None:
             await websocket.send_text("hello?")
 
     async def endpoint(websocket: WebSocket) -> None:
@@ -2151,7 +2153,7 @@ async def test_denied_status_is_what_the_client_was_shown(replacement: DenialRes
 
 
 class Fails(toolkit.Plugin):
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> None:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> None:
         raise RuntimeError(SECRET)
 
 

@@ -171,10 +171,10 @@ def test_fast_paths_and_their_boundaries(
     too_big = len(data.encode()) > max_bytes
     websocket = a_websocket()
     if direction == "inbound":
-        result = MessageSizeLimit(max_bytes).ws_receive(websocket, CountingStr(data))
+        result = MessageSizeLimit(max_bytes).ws_receive(websocket=websocket, data=CountingStr(data))
         assert result == (toolkit.Close(1009, "message too big") if too_big else None)
     else:
-        outbound = OutboundSizeLimit(max_bytes).ws_send(websocket, CountingStr(data))
+        outbound = OutboundSizeLimit(max_bytes).ws_send(websocket=websocket, data=CountingStr(data))
         assert outbound == (toolkit.Close(1011, "internal error") if too_big else None)
     # Outbound encodes once more to report the size of an oversized message.
     assert encodes() == int(encoded) + int(direction == "outbound" and too_big)
@@ -184,16 +184,16 @@ def test_fast_paths_and_their_boundaries(
 def test_text_is_measured_in_utf8_bytes(data: str, max_bytes: int) -> None:
     too_big = len(data.encode("utf-8", "surrogatepass")) > max_bytes
     websocket = a_websocket()
-    assert (MessageSizeLimit(max_bytes).ws_receive(websocket, data) is not None) is too_big
-    assert (OutboundSizeLimit(max_bytes).ws_send(websocket, data) is not None) is too_big
+    assert (MessageSizeLimit(max_bytes).ws_receive(websocket=websocket, data=data) is not None) is too_big
+    assert (OutboundSizeLimit(max_bytes).ws_send(websocket=websocket, data=data) is not None) is too_big
 
 
 @given(size=st.integers(min_value=0, max_value=80), max_bytes=st.integers(min_value=1, max_value=64))
 def test_bytes_are_measured_by_length(size: int, max_bytes: int) -> None:
     data = b"\xff" * size  # not UTF-8: never decoded
     websocket = a_websocket()
-    assert (MessageSizeLimit(max_bytes).ws_receive(websocket, data) is not None) is (size > max_bytes)
-    assert (OutboundSizeLimit(max_bytes).ws_send(websocket, data) is not None) is (size > max_bytes)
+    assert (MessageSizeLimit(max_bytes).ws_receive(websocket=websocket, data=data) is not None) is (size > max_bytes)
+    assert (OutboundSizeLimit(max_bytes).ws_send(websocket=websocket, data=data) is not None) is (size > max_bytes)
 
 
 def test_size_limit_hooks_are_sync_and_ordered() -> None:
@@ -216,7 +216,7 @@ def test_size_limit_hooks_are_sync_and_ordered() -> None:
 class Pad(toolkit.Plugin):
     """Doubles every outgoing text: the outbound limit must measure the result."""
 
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
         return data * 2
 
 
@@ -375,15 +375,15 @@ async def test_buckets_are_per_connection() -> None:
     one, two = a_websocket(), a_websocket()
     for websocket in (one, two):
         websocket.application_state = toolkit.WebSocketState.CONNECTED
-    assert limit.ws_receive(one, "x") is None
-    assert limit.ws_receive(one, "x") is None
-    assert limit.ws_receive(one, "x") == toolkit.Close(1008, "rate limit")
-    assert limit.ws_receive(two, "x") is None  # the other connection's bucket is full
+    assert limit.ws_receive(websocket=one, data="x") is None
+    assert limit.ws_receive(websocket=one, data="x") is None
+    assert limit.ws_receive(websocket=one, data="x") == toolkit.Close(1008, "rate limit")
+    assert limit.ws_receive(websocket=two, data="x") is None  # the other connection's bucket is full
     assert limit.connections == 2
-    limit.ws_close(one, 1000, "", ClosedBy.CLIENT)
-    limit.ws_close(one, 1000, "", ClosedBy.CLIENT)  # a second call is harmless
+    limit.ws_close(websocket=one, code=1000, reason="", closed_by=ClosedBy.CLIENT)
+    limit.ws_close(websocket=one, code=1000, reason="", closed_by=ClosedBy.CLIENT)  # a second call is harmless
     assert limit.connections == 1
-    limit.ws_close(two, 1000, "", ClosedBy.CLIENT)
+    limit.ws_close(websocket=two, code=1000, reason="", closed_by=ClosedBy.CLIENT)
     assert limit.connections == 0
 
 
@@ -714,13 +714,13 @@ class DenyAfter(toolkit.Plugin):
     """Denies every connection; trylast and registered after the limit, so it runs after it."""
 
     @toolkit.hookimpl(trylast=True)
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> DenialResponse:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> DenialResponse:
         return DenialResponse(403, "no")
 
 
 class RaiseAfter(toolkit.Plugin):
     @toolkit.hookimpl(trylast=True)
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> None:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> None:
         raise RuntimeError("plugin bug")
 
 
@@ -728,7 +728,7 @@ class DenyInWrapper:
     """A wrapper that turns the chain's accept into a denial, after every implementation ran."""
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> Generator[None, object, object]:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Generator[None, object, object]:
         yield
         return DenialResponse(451, "wrapped")
 
@@ -763,7 +763,7 @@ class HeaderAuth(toolkit.Plugin):
     def __init__(self) -> None:
         self.calls = 0
 
-    async def ws_accept(self, websocket: WebSocket, accept: Accept) -> DenialResponse | None:
+    async def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> DenialResponse | None:
         self.calls += 1
         await anyio.lowlevel.checkpoint()
         user = websocket.headers.get("x-user")
@@ -775,8 +775,8 @@ class HeaderAuth(toolkit.Plugin):
 
 class TrylastHeaderAuth(HeaderAuth):
     @toolkit.hookimpl(trylast=True)
-    async def ws_accept(self, websocket: WebSocket, accept: Accept) -> DenialResponse | None:
-        return await super().ws_accept(websocket, accept)
+    async def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> DenialResponse | None:
+        return await super().ws_accept(websocket=websocket, accept=accept)
 
 
 @pytest.mark.parametrize("order", ["auth first", "limit first", "trylast auth first"])
@@ -837,7 +837,7 @@ async def test_a_failed_accept_send_releases_the_slot() -> None:
 class SlowGate(toolkit.Plugin):
     """Lets every connection wait at an await before the limit runs, so the handshakes interleave."""
 
-    async def ws_accept(self, websocket: WebSocket, accept: Accept) -> None:
+    async def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> None:
         for _ in range(3):
             await anyio.lowlevel.checkpoint()
 
@@ -869,13 +869,13 @@ def test_the_count_is_taken_without_awaiting() -> None:
 def test_release_is_idempotent_and_ignores_connections_it_never_counted() -> None:
     limit = ConnectionLimit(max_total=2, max_per_key=2)
     websocket, stranger = a_websocket(), a_websocket()
-    assert limit.ws_accept(websocket, Accept()) is None
-    assert limit.ws_accept(websocket, Accept()) is None  # the same connection counts once
+    assert limit.ws_accept(websocket=websocket, accept=Accept()) is None
+    assert limit.ws_accept(websocket=websocket, accept=Accept()) is None  # the same connection counts once
     assert (limit.total, limit.count("127.0.0.1")) == (1, 1)
-    limit.ws_close(stranger, 1000, "", ClosedBy.CLIENT)
+    limit.ws_close(websocket=stranger, code=1000, reason="", closed_by=ClosedBy.CLIENT)
     assert limit.total == 1
-    limit.ws_close(websocket, 1000, "", ClosedBy.CLIENT)
-    limit.ws_close(websocket, 1000, "", ClosedBy.CLIENT)
+    limit.ws_close(websocket=websocket, code=1000, reason="", closed_by=ClosedBy.CLIENT)
+    limit.ws_close(websocket=websocket, code=1000, reason="", closed_by=ClosedBy.CLIENT)
     assert (limit.total, limit.count("127.0.0.1")) == (0, 0)
 
 

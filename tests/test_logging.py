@@ -218,10 +218,10 @@ async def test_client_close_without_a_code_is_1005(info: Capture) -> None:
 class Shaper(toolkit.Plugin):
     """Drops one inbound message, replaces one outbound message and drops another."""
 
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
         return DROP if data == "drop-me" else None
 
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
         if data == "hi":
             return "HELLO!"
         return DROP if data == "quiet" else None
@@ -277,7 +277,7 @@ async def test_principal_is_str_of_the_user_and_never_breaks_the_connection(
 
 
 class Renamer(toolkit.Plugin):
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> Accept:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Accept:
         return accept.replace(subprotocol="v2.chat")
 
 
@@ -374,7 +374,7 @@ async def test_internal_error_close_is_a_warning(info: Capture) -> None:
 
 
 class Failing(toolkit.Plugin):
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> None:
         raise ValueError("plugin bug")
 
 
@@ -444,7 +444,7 @@ class Gate(toolkit.Plugin):
     def __init__(self, status: int) -> None:
         self.status = status
 
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> DenialResponse:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> DenialResponse:
         return DenialResponse(self.status, "no")
 
 
@@ -479,7 +479,7 @@ async def test_a_plugin_denial_is_one_record_with_the_status_the_client_sees(
 
 
 class Rewriter(toolkit.Plugin):
-    def ws_denial(self, websocket: WebSocket, response: DenialResponse) -> DenialResponse:
+    def ws_denial(self, *, websocket: WebSocket, response: DenialResponse) -> DenialResponse:
         return DenialResponse(451, "unavailable")
 
 
@@ -534,7 +534,7 @@ class LateDenial:
     """A wrapper that denies after every plain ws_accept (the logger's trylast one included) has run."""
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> Generator[None, AcceptResult, AcceptResult]:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Generator[None, AcceptResult, AcceptResult]:
         yield
         return DenialResponse(429, "later")
 

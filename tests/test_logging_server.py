@@ -172,7 +172,7 @@ async def test_app_error_is_logged_as_1011_warning(live: Live) -> None:
 
 
 class Gate(toolkit.Plugin):
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> DenialResponse:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> DenialResponse:
         return DenialResponse(401, "unauthorized")
 
 

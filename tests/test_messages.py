@@ -679,7 +679,9 @@ async def test_a_hand_over_for_another_connection_is_not_taken(
     transport = Transport([connect(), text(payload), disconnect(1000)])
     websocket = WebSocket(make_scope(), transport.receive, transport.send)  # no plugin: the hook never runs here
     await websocket.accept()
-    assert messages.ws_receive(other, payload) is None  # another connection's hook, the very same str object
+    assert (
+        messages.ws_receive(websocket=other, data=payload) is None
+    )  # another connection's hook, the very same str object
     got = await messages.channel(websocket).receive()
     assert got == Join(type="join", room="mine")
     assert counts.inbound.calls == Counter({"validate_json": 2})
@@ -694,7 +696,7 @@ async def test_with_the_plugin_the_channel_takes_the_hooks_model(
 
     class Spy(toolkit.Plugin):
         @toolkit.hookimpl(trylast=True)  # registered after Messages, so it runs after it
-        def ws_receive(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+        def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
             seen_by_hook.append(counts.inbound.calls["validate_json"])
             return None
 
@@ -978,7 +980,7 @@ async def test_plugin_validates_what_earlier_plugins_made_of_the_message() -> No
     class Legacy(toolkit.Plugin):
         """Turns 'say:<text>' into the JSON form."""
 
-        def ws_receive(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+        def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
             if isinstance(data, str) and data.startswith("say:"):
                 return json.dumps({"type": "chat", "text": data[4:]})
             return None
@@ -990,7 +992,7 @@ async def test_plugin_validates_what_earlier_plugins_made_of_the_message() -> No
 
 async def test_plugin_checks_what_the_app_sent_before_later_plugins_change_it() -> None:
     class Envelope(toolkit.Plugin):
-        def ws_send(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+        def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
             assert isinstance(data, str)
             return '{"envelope":' + data + "}"
 
@@ -1019,10 +1021,10 @@ def test_the_hook_is_sync_and_answers_through_the_core() -> None:
     # A plain def: the chain stays on the core's sync path; the answer goes back as a Reply.
     transport = Transport()
     websocket = WebSocket(make_scope(), transport.receive, transport.send)
-    answer = make_messages().ws_receive(websocket, "{")
+    answer = make_messages().ws_receive(websocket=websocket, data="{")
     assert answer == toolkit.Reply(json.dumps(INVALID_JSON, separators=(",", ":")))
-    assert make_messages(on_malformed="close").ws_receive(websocket, "{") == Close(1003, "invalid JSON")
-    assert make_messages().ws_receive(websocket, '{"type":"join","room":"r"}') is None
+    assert make_messages(on_malformed="close").ws_receive(websocket=websocket, data="{") == Close(1003, "invalid JSON")
+    assert make_messages().ws_receive(websocket=websocket, data='{"type":"join","room":"r"}') is None
     assert transport.sent == []  # the hook itself sends nothing
 
 
@@ -1046,7 +1048,7 @@ async def test_client_gone_while_answering_ends_the_connection_quietly(
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_plugin_closing_on_the_answer_ends_the_connection(mode: str) -> None:
     class NoErrors(toolkit.Plugin):
-        def ws_send(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+        def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
             return Close(4000, "no errors here") if '"error"' in str(data) else None
 
     recorder = Recorder()

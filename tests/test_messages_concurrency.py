@@ -101,7 +101,7 @@ class AsyncAudit(toolkit.Plugin):
         self.sends = 0
 
     @toolkit.hookimpl(tryfirst=True)
-    async def ws_send(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+    async def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
         await anyio.lowlevel.checkpoint()
         self.sends += 1
         return None
@@ -113,7 +113,7 @@ class Closes(toolkit.Plugin):
     def __init__(self) -> None:
         self.closes: list[tuple[int, str, ClosedBy]] = []
 
-    def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+    def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
         self.closes.append((code, reason, closed_by))
 
 

@@ -88,17 +88,17 @@ class Mark(toolkit.Plugin):
     def __init__(self, suffix: str = "!") -> None:
         self.suffix = suffix
 
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> str | None:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> str | None:
         return data + self.suffix if isinstance(data, str) else None
 
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> str | None:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> str | None:
         return data + self.suffix if isinstance(data, str) else None
 
 
 class Gate(toolkit.Plugin):
     """Denies every handshake with 401."""
 
-    def ws_accept(self, websocket: WebSocket, accept: toolkit.Accept) -> DenialResponse:
+    def ws_accept(self, *, websocket: WebSocket, accept: toolkit.Accept) -> DenialResponse:
         return DenialResponse(401, "who are you?", headers=((b"www-authenticate", b"Bearer"),))
 
 
@@ -108,15 +108,15 @@ GATE_DENIAL: Final = denial_messages(401, b"who are you?", [(b"www-authenticate"
 class CloseOnCue(toolkit.Plugin):
     """Closes when the client sends "plugin" (4100) or the app sends "leak" (4200)."""
 
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Close | None:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Close | None:
         return Close(4100, "plugin cue") if data == "plugin" else None
 
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> Close | None:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Close | None:
         return Close(4200, "send cue") if data == "leak" else None
 
 
 class Fragile(toolkit.Plugin):
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> None:
         raise LookupError("plugin bug")
 
 
@@ -424,7 +424,7 @@ async def test_an_unanswered_handshake_is_reported_as_a_denial_and_nothing_is_se
 async def test_a_plugin_replacing_the_denial_of_an_unanswered_handshake_sends_it(extensions: dict[str, Any]) -> None:
     # A plugin that acts still acts: its replacement goes out as any replaced denial does.
     class Explain(toolkit.Plugin):
-        def ws_denial(self, websocket: WebSocket, response: DenialResponse) -> DenialResponse:
+        def ws_denial(self, *, websocket: WebSocket, response: DenialResponse) -> DenialResponse:
             return DenialResponse(401, "who are you?", headers=((b"www-authenticate", b"Bearer"),))
 
     recorder = Recorder()
@@ -705,7 +705,7 @@ async def test_receiving_again_after_a_plugin_close_raises_instead_of_hanging() 
 class Filter(toolkit.Plugin):
     """Drops "skip"; answers "ping" with "pong" itself."""
 
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> toolkit.Drop | toolkit.Reply | None:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> toolkit.Drop | toolkit.Reply | None:
         if data == "skip":
             return toolkit.DROP
         return toolkit.Reply("pong") if data == "ping" else None
@@ -903,7 +903,7 @@ async def test_plugins_see_the_middlewares_websocket_and_the_app_reads_the_scope
         def __init__(self) -> None:
             self.websockets: list[WebSocket] = []
 
-        def ws_accept(self, websocket: WebSocket, accept: toolkit.Accept) -> None:
+        def ws_accept(self, *, websocket: WebSocket, accept: toolkit.Accept) -> None:
             self.websockets.append(websocket)
             websocket.scope["user"] = "alice"  # as toolkit_auth's gate does
 
@@ -945,7 +945,7 @@ async def test_another_manager_inside_runs_its_own_hooks() -> None:
 class OuterCue(toolkit.Plugin):
     """Closes when the client sends "outer" (4300)."""
 
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Close | None:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Close | None:
         return Close(4300, "outer cue") if data == "outer" else None
 
 
@@ -1039,7 +1039,7 @@ WHO: Final = toolkit.StateKey[str]("who")
 
 
 class NamesTheConnection(toolkit.Plugin):
-    def ws_accept(self, websocket: WebSocket, accept: toolkit.Accept) -> None:
+    def ws_accept(self, *, websocket: WebSocket, accept: toolkit.Accept) -> None:
         websocket.plugin_state[WHO] = websocket.headers.get("x-user", "anonymous")
 
 

@@ -19,21 +19,21 @@ class Tagged(toolkit.Plugin):
     def __init__(self, tag: str, log: list[str], result: MessageResult = None) -> None:
         self.tag, self.log, self.result = tag, log, result
 
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
         self.log.append(self.tag)
         return self.result
 
 
 class First(Tagged):
     @toolkit.hookimpl(tryfirst=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
-        return super().ws_receive(websocket, data)
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
+        return super().ws_receive(websocket=websocket, data=data)
 
 
 class Last(Tagged):
     @toolkit.hookimpl(trylast=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
-        return super().ws_receive(websocket, data)
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
+        return super().ws_receive(websocket=websocket, data=data)
 
 
 class Wrapping:
@@ -41,7 +41,7 @@ class Wrapping:
         self.tag, self.log = tag, log
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Generator[None, MessageResult, MessageResult]:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, MessageResult, MessageResult]:
         self.log.append(f"{self.tag} enters")
         outcome = yield
         self.log.append(f"{self.tag} exits")

@@ -48,10 +48,10 @@ class Counter(toolkit.Plugin):
         self.at_close: list[int] = []
         self.after_close: list[int] = []
 
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> None:
         websocket.plugin_state[COUNT] = websocket.plugin_state.get(COUNT, 0) + 1
 
-    def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+    def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
         self.at_close.append(websocket.plugin_state.get(COUNT, 0))
 
 

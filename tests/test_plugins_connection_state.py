@@ -347,7 +347,7 @@ async def test_plugin_state_keys_are_per_instance_and_named_for_their_plugin() -
     keys: list[set[str]] = []
 
     class Peek(toolkit.Plugin):
-        def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+        def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
             keys.append({key.name for key in websocket.plugin_state})  # ws_close runs before the state is emptied
 
     plugins = stack.plugins()

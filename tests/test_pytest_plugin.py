@@ -34,22 +34,22 @@ async def echo(websocket: WebSocket) -> None:
 
 
 class Upper(toolkit.Plugin):
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
         return data.upper() if isinstance(data, str) else None
 
 
 class DropNoise(toolkit.Plugin):
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
         return DROP if data == "noise" else None
 
 
 class Broken(toolkit.Plugin):
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
         raise ValueError("plugin bug")
 
 
 class Gate(toolkit.Plugin):
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> DenialResponse | None:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> DenialResponse | None:
         return None if websocket.headers.get("authorization") == "Bearer ok" else DenialResponse(401, "who are you")
 
 
@@ -417,7 +417,7 @@ async def test_the_recorder_sees_the_chains_input_and_outcome_and_changes_nothin
 ) -> None:
     class Subprotocol(toolkit.Plugin):
         @toolkit.hookimpl(tryfirst=True)  # also tryfirst: the recorder, a wrapper, still wraps it
-        def ws_accept(self, websocket: WebSocket, accept: Accept) -> Accept:
+        def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Accept:
             return accept.replace(subprotocol="chosen")
 
     app = toolkit.WebSocketApp(echo, plugins=toolkit.PluginManager(Subprotocol(), Upper(), hook_recorder))

@@ -122,14 +122,14 @@ def test_raise_plugin_errors_fails_the_test_with_the_plugins_exception(pytester:
 
 
         class Buggy(toolkit.Plugin):
-            def ws_receive(self, websocket, data):
+            def ws_receive(self, *, websocket, data):
                 if data == "boom":
                     raise LookupError("receive bug")
                 return None
 
 
         class BuggyGate(toolkit.Plugin):
-            def ws_accept(self, websocket, accept):
+            def ws_accept(self, *, websocket, accept):
                 raise KeyError("gate bug")
 
 

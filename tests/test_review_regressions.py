@@ -155,7 +155,7 @@ async def test_one_receiver_at_a_time_includes_an_async_ws_receive() -> None:
             self.inside = anyio.Event()
             self.release = anyio.Event()
 
-        async def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None:
+        async def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> None:
             if data == "1":
                 self.inside.set()
                 await self.release.wait()
@@ -181,14 +181,14 @@ async def test_one_receiver_at_a_time_includes_an_async_ws_receive() -> None:
 
 
 class Interrupts(toolkit.Plugin):
-    def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+    def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
         raise KeyboardInterrupt
 
 
 class CarelessWrapper:
     @toolkit.hookimpl(wrapper=True)
     def ws_close(
-        self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy
+        self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy
     ) -> Generator[None, object, object]:
         try:
             return (yield)
@@ -211,7 +211,7 @@ async def test_a_wrapper_never_swallows_a_base_exception_from_ws_close() -> None
 
 class WrongDenial:
     @toolkit.hookimpl(wrapper=True)
-    def ws_denial(self, websocket: WebSocket, response: toolkit.DenialResponse) -> Generator[None, object, object]:
+    def ws_denial(self, *, websocket: WebSocket, response: toolkit.DenialResponse) -> Generator[None, object, object]:
         yield
         return "not a response"
 

@@ -159,7 +159,7 @@ class Closes(toolkit.Plugin):
 
     seen: list[tuple[str, int, str, ClosedBy]] = field(default_factory=list)
 
-    def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+    def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
         self.seen.append((websocket.query_params.get("id", ""), code, reason, closed_by))
 
     def by_id(self) -> dict[str, list[tuple[int, str, ClosedBy]]]:
@@ -264,7 +264,7 @@ async def test_scope_views_match_starlettes_on_a_real_scope(live: Live) -> None:
 class PreferV2(toolkit.Plugin):
     """Switches the app's subprotocol to "v2" when the client offered it."""
 
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> Accept | None:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Accept | None:
         if "v2" in websocket.scope["subprotocols"]:
             return accept.replace(subprotocol="v2")
         return None
@@ -294,7 +294,7 @@ async def test_subprotocol_chosen_by_app_and_changed_by_plugin(live: Live) -> No
 
 
 class AddHeader(toolkit.Plugin):
-    async def ws_accept(self, websocket: WebSocket, accept: Accept) -> Accept:
+    async def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Accept:
         await asyncio.sleep(0)  # an async hook, awaited on the server's loop
         return accept.replace(headers=(*accept.headers, (b"x-plugin", b"added")))
 
@@ -421,7 +421,7 @@ async def test_app_denial_response_reaches_the_client(live: Live, kind: str) -> 
 class ExplainDenials(toolkit.Plugin):
     """Turns every bare 403 into a 401 that says what to do."""
 
-    def ws_denial(self, websocket: WebSocket, response: DenialResponse) -> DenialResponse | None:
+    def ws_denial(self, *, websocket: WebSocket, response: DenialResponse) -> DenialResponse | None:
         if response.status == 403:
             return DenialResponse(401, "log in first", headers=((b"x-denied-by", b"plugin"),))
         return None
@@ -441,7 +441,7 @@ async def test_ws_denial_replaces_a_plain_close_before_accept(live: Live) -> Non
 class TokenGate(toolkit.Plugin):
     """Denies at accept unless the query has ``token=secret``."""
 
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> DenialResponse | None:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> DenialResponse | None:
         if websocket.query_params.get("token") != "secret":
             return DenialResponse(401, "bad token", headers=((b"www-authenticate", b"Token"),))
         return None
@@ -522,7 +522,7 @@ async def test_send_denial_response_without_the_extension_raises_and_denies_with
 class Inbound(toolkit.Plugin):
     """Sync ``ws_receive``: upper-cases text, drops "skip", reverses bytes."""
 
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> str | bytes | Drop:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> str | bytes | Drop:
         if isinstance(data, bytes):
             return data[::-1]
         return DROP if data == "skip" else data.upper()
@@ -531,7 +531,7 @@ class Inbound(toolkit.Plugin):
 class Outbound(toolkit.Plugin):
     """Async ``ws_send``: drops "HIDDEN", marks other text with "!", brackets bytes."""
 
-    async def ws_send(self, websocket: WebSocket, data: str | bytes) -> str | bytes | Drop:
+    async def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> str | bytes | Drop:
         await asyncio.sleep(0)
         if isinstance(data, bytes):
             return b"<" + data + b">"
@@ -572,10 +572,10 @@ class Censor(toolkit.Plugin):
     def __init__(self, direction: str) -> None:
         self.direction = direction
 
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Close | None:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Close | None:
         return Close(4008, "watch your language") if self.direction == "receive" and data == "darn" else None
 
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> Close | None:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Close | None:
         return Close(4008, "watch your language") if self.direction == "send" and data == "darn" else None
 
 
@@ -623,11 +623,11 @@ class Fragile(toolkit.Plugin):
     def __init__(self, direction: str) -> None:
         self.direction = direction
 
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> None:
         if self.direction == "receive" and data == "boom":
             raise ValueError("secret detail that must not reach the client")
 
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> None:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> None:
         if self.direction == "send" and data == "boom":
             raise ValueError("secret detail that must not reach the client")
 
@@ -653,7 +653,7 @@ async def test_crashing_plugin_closes_only_its_connection(live: Live, direction:
 
 
 class BrokenGate(toolkit.Plugin):
-    async def ws_accept(self, websocket: WebSocket, accept: Accept) -> None:
+    async def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> None:
         raise ValueError("the auth service is down")
 
 
@@ -710,7 +710,7 @@ async def test_endpoint_raising_before_accept_denies_with_500(live: Live) -> Non
 
 
 class CloseOnCue(toolkit.Plugin):
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Close | None:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Close | None:
         return Close(4100, "plugin cue") if data == "plugin" else None
 
 
@@ -810,7 +810,7 @@ class SlowGate(toolkit.Plugin):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    async def ws_accept(self, websocket: WebSocket, accept: Accept) -> None:
+    async def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> None:
         self.entered.set()
         for _ in range(round(STEP / 0.005)):
             if self.release.is_set():

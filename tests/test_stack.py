@@ -140,12 +140,12 @@ async def test_plugins_of_two_stacked_toolkit_middlewares_see_in_and_out_in_stac
     class Tag(toolkit.Plugin):
         name: str
 
-        def ws_receive(self, websocket: toolkit.WebSocket, data: str | bytes) -> str | bytes:
+        def ws_receive(self, *, websocket: toolkit.WebSocket, data: str | bytes) -> str | bytes:
             seen.append(f"{self.name} in")
             assert isinstance(data, str)
             return f"{data}+{self.name}"
 
-        def ws_send(self, websocket: toolkit.WebSocket, data: str | bytes) -> str | bytes:
+        def ws_send(self, *, websocket: toolkit.WebSocket, data: str | bytes) -> str | bytes:
             seen.append(f"{self.name} out")
             assert isinstance(data, str)
             return f"{data}+{self.name}"
@@ -171,12 +171,12 @@ async def serve(app: Any, path: str, *incoming: Message) -> Transport:
 
 
 class Shout(toolkit.Plugin):
-    def ws_send(self, websocket: toolkit.WebSocket, data: str | bytes) -> str | bytes:
+    def ws_send(self, *, websocket: toolkit.WebSocket, data: str | bytes) -> str | bytes:
         return data.upper() if isinstance(data, str) else data
 
 
 class Refuse(toolkit.Plugin):
-    def ws_receive(self, websocket: toolkit.WebSocket, data: str | bytes) -> Close:
+    def ws_receive(self, *, websocket: toolkit.WebSocket, data: str | bytes) -> Close:
         return Close(1008, "not here")
 
 

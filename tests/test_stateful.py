@@ -264,14 +264,14 @@ class MessagePlugin(toolkit.Plugin):
             return DenialResponse(status, self.script.choose(["", "no", "nein é"], "denial body"))
         return self.fail(action)
 
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> Any:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Any:
         return self.accept(accept, self.script.action(ACCEPT_ACTIONS, ENDING_ACCEPT_ACTIONS, f"{self.name}.ws_accept"))
 
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Any:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Any:
         action = self.script.action(MESSAGE_ACTIONS, ENDING_MESSAGE_ACTIONS, f"{self.name}.ws_receive")
         return self.message("ws_receive", data, action)
 
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> Any:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Any:
         action = self.script.action(MESSAGE_ACTIONS, ENDING_MESSAGE_ACTIONS, f"{self.name}.ws_send")
         return self.message("ws_send", data, action)
 
@@ -286,7 +286,7 @@ class AsyncMessagePlugin(MessagePlugin):
             self.script.failures += 1
             raise
 
-    async def ws_accept(self, websocket: WebSocket, accept: Accept) -> Any:
+    async def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Any:
         await self.script.checkpoint()
         action = self.script.action(ACCEPT_ACTIONS, ["kick", *ENDING_ACCEPT_ACTIONS], f"{self.name}.ws_accept")
         if action == "kick":
@@ -294,7 +294,7 @@ class AsyncMessagePlugin(MessagePlugin):
             return None
         return self.accept(accept, action)
 
-    async def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Any:
+    async def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Any:
         await self.script.checkpoint()
         action = self.script.action(
             [*MESSAGE_ACTIONS, "pong"], ["kick", *ENDING_MESSAGE_ACTIONS], f"{self.name}.ws_receive"
@@ -311,7 +311,7 @@ class AsyncMessagePlugin(MessagePlugin):
             return DROP
         return self.message("ws_receive", data, action)
 
-    async def ws_send(self, websocket: WebSocket, data: str | bytes) -> Any:
+    async def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Any:
         await self.script.checkpoint()
         action = self.script.action(MESSAGE_ACTIONS, ["kick", *ENDING_MESSAGE_ACTIONS], f"{self.name}.ws_send")
         if action == "kick":
@@ -331,15 +331,15 @@ class PassThrough:
         return (yield)
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> Generator[None, Any, Any]:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Generator[None, Any, Any]:
         return (yield from self.wrap())
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
         return (yield from self.wrap())
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
         return (yield from self.wrap())
 
 
@@ -356,7 +356,7 @@ class SwallowCancellation(PassThrough):
             return DROP
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> Generator[None, Any, Any]:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Generator[None, Any, Any]:
         try:
             return (yield)
         except Exception:
@@ -373,7 +373,7 @@ class Observer(toolkit.Plugin):
         self.closes: list[tuple[int, str, ClosedBy]] = []
         self.denials: list[DenialResponse] = []
 
-    def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+    def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
         self.closes.append((code, reason, closed_by))
         if self.script.choose(["ok", "raise"], "ws_close") == "raise":
             self.script.failures += 1
@@ -387,7 +387,7 @@ class DenialObserver(toolkit.Plugin):
         self.script = script
         self.observer = observer
 
-    def ws_denial(self, websocket: WebSocket, response: DenialResponse) -> Any:
+    def ws_denial(self, *, websocket: WebSocket, response: DenialResponse) -> Any:
         self.observer.denials.append(response)
         action = self.script.choose(["keep", "replace", "raise", "garbage"], "ws_denial")
         if action == "replace":

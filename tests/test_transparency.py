@@ -272,32 +272,32 @@ class Observer(toolkit.Plugin):
     def __init__(self) -> None:
         self.closes: list[tuple[int, str, ClosedBy]] = []
 
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> None:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> None:
         return None
 
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> None:
         return None
 
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> None:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> None:
         return None
 
-    def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+    def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
         self.closes.append((code, reason, closed_by))
 
-    def ws_denial(self, websocket: WebSocket, response: DenialResponse) -> None:
+    def ws_denial(self, *, websocket: WebSocket, response: DenialResponse) -> None:
         return None
 
 
 class AsyncObserver(Observer):
     """As :class:`Observer`, with ``async def`` for the three hooks that may await (and a checkpoint in each)."""
 
-    async def ws_accept(self, websocket: WebSocket, accept: Accept) -> None:  # type: ignore[override]
+    async def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> None:  # type: ignore[override]
         await anyio.lowlevel.checkpoint()
 
-    async def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None:  # type: ignore[override]
+    async def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> None:  # type: ignore[override]
         await anyio.lowlevel.checkpoint()
 
-    async def ws_send(self, websocket: WebSocket, data: str | bytes) -> None:  # type: ignore[override]
+    async def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> None:  # type: ignore[override]
         await anyio.lowlevel.checkpoint()
 
 
@@ -308,24 +308,26 @@ class WrapperObserver:
         self.closes: list[tuple[int, str, ClosedBy]] = []
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> Generator[None, Any, Any]:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Generator[None, Any, Any]:
         return (yield)
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
         return (yield)
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Generator[None, Any, Any]:
         return (yield)
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> Generator[None, Any, Any]:
+    def ws_close(
+        self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy
+    ) -> Generator[None, Any, Any]:
         self.closes.append((code, reason, closed_by))
         return (yield)
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_denial(self, websocket: WebSocket, response: DenialResponse) -> Generator[None, Any, Any]:
+    def ws_denial(self, *, websocket: WebSocket, response: DenialResponse) -> Generator[None, Any, Any]:
         return (yield)
 
 

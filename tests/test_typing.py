@@ -3,7 +3,7 @@
 Each file in tests/typing/fail/ marks every line the checkers must flag, with
 the error code each must report::
 
-    def ws_close(self, websocket: WebSocket) -> Close:  # E: override  P: reportIncompatibleMethodOverride
+    def ws_close(self, *, websocket: WebSocket) -> Close:  # E: override  P: reportIncompatibleMethodOverride
 
 ``E:`` is mypy's error code (``mypy --strict``), ``P:`` pyright's rule (strict
 mode); a line may name several pyright rules, comma-separated. Every marked line
@@ -82,11 +82,14 @@ def test_usage_example_registers_and_runs() -> None:
     assert hooks == {
         "Everything": ["ws_accept", "ws_close", "ws_denial", "ws_receive", "ws_send"],
         "timing": ["ws_receive", "ws_send"],
+        "partial": ["ws_close", "ws_denial", "ws_receive", "ws_send"],
     }
+    wrappers = {impl.plugin_name for impls in manager.hook_order().values() for impl in impls if impl.wrapper}
+    assert wrappers == {"timing", "partial"}
 
 
 def test_there_are_enough_must_fail_cases() -> None:
-    assert len(FAIL_FILES) >= 14
+    assert len(FAIL_FILES) >= 20
 
 
 def test_pyright_checks_this_checkout() -> None:

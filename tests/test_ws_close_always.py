@@ -174,7 +174,7 @@ async def test_a_client_gone_during_the_apps_denial_response_is_reported_as_the_
     closes: list[tuple[int, str, ClosedBy]] = []  # ws_close only: a ws_denial hook would buffer the response
 
     class Closes(toolkit.Plugin):
-        def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+        def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
             closes.append((code, reason, closed_by))
 
     async def denies(websocket: WebSocket) -> None:

@@ -44,6 +44,7 @@ from ._results import (
     MessageResult,
     ReceiveResult,
     Reply,
+    Wrapper,
 )
 from ._stack import Middleware, RoutePlugins, compose
 from ._types import ASGIApp, Message, Receive, Scope, Send
@@ -100,6 +101,7 @@ __all__ = [
     "WebSocketDisconnect",
     "WebSocketDisconnected",
     "WebSocketState",
+    "Wrapper",
     "compose",
     "find_plugins",
     "hookimpl",

@@ -86,8 +86,14 @@ class Impl:
     """One hook implementation, ready to call with the hook's arguments in spec order."""
 
     plugin_name: str
+    #: Takes the hook's arguments positionally, in spec order (adapted when the implementation's differ).
     call: Callable[..., Any]
     is_async: bool
+    #: When its arguments differ from the spec's: the implementation, the spec arguments it takes (in
+    #: its order) and whether they go by name. The compiled chain calls it so, without ``call``'s adapter.
+    function: Callable[..., Any] | None = None
+    argnames: tuple[str, ...] | None = None
+    by_keyword: bool = False
 
 
 @final
@@ -120,7 +126,7 @@ def build_chain(
 ) -> Chain:
     """A hook's chain; compiled when it can run without awaiting (observers use :func:`run_observers`)."""
     sync = not wrappers and not any(impl.is_async for impl in impls) and not policy.isolated
-    run_sync = _compile(name, policy, len(argnames), impls) if sync else None
+    run_sync = _compile(name, policy, argnames, impls) if sync else None
     return Chain(name, policy, impls, wrappers, run_sync)
 
 
@@ -146,7 +152,7 @@ def _failed(impl: Impl, hook_name: str, exc: BaseException) -> HookFailure:
 # --- the compiled sync chain (the per-message hot path) --------------------------------------------
 
 
-def _compile(name: str, policy: Policy, arity: int, impls: tuple[Impl, ...]) -> Callable[..., Any]:
+def _compile(name: str, policy: Policy, argnames: tuple[str, ...], impls: tuple[Impl, ...]) -> Callable[..., Any]:
     """One function that runs ``impls`` in order under ``policy``, without a loop or attribute lookups.
 
     Generated once per chain when plugins are registered, never per message. For
@@ -168,7 +174,8 @@ def _compile(name: str, policy: Policy, arity: int, impls: tuple[Impl, ...]) -> 
             return value
 
     (``try`` costs nothing in CPython 3.11+ until something raises.) The hook's other
-    arguments, if any, follow ``value`` by name (``arg2``, ...).
+    arguments, if any, follow ``value`` by name (``arg2``, ...). An implementation that takes
+    other arguments is called with its own, ``call0(value)`` or ``call0(data=value)``: no adapter.
     """
     namespace: dict[str, Any] = {"failed": _failed, "replaces": policy.replaces, "impls": impls, "name": name}
 
@@ -178,13 +185,20 @@ def _compile(name: str, policy: Policy, arity: int, impls: tuple[Impl, ...]) -> 
         raise _refused(impls[at], name, policy, result)
 
     namespace["end"] = end
-    params = ", ".join(["websocket", "value", *(f"arg{i}" for i in range(2, arity))])
+    local = ["websocket", "value", *(f"arg{i}" for i in range(2, len(argnames)))]
+    by_name = dict(zip(argnames, local, strict=True))
+    params = ", ".join(local)
     lines = [f"def run({params}):"]
     for at, impl in enumerate(impls):
-        namespace[f"call{at}"] = impl.call
+        if impl.argnames is None:
+            namespace[f"call{at}"], args = impl.call, params
+        else:
+            namespace[f"call{at}"] = impl.function
+            passed = (f"{arg}={by_name[arg]}" if impl.by_keyword else by_name[arg] for arg in impl.argnames)
+            args = ", ".join(passed)
         lines += [
             "    try:",
-            f"        result = call{at}({params})",
+            f"        result = call{at}({args})",
             "    except Exception as exc:",
             f"        raise failed(impls[{at}], name, exc) from exc",
             "    if result is not None:",
@@ -207,6 +221,8 @@ async def run_async(chain: Chain, websocket: object, value: object, *rest: objec
     if not chain.wrappers:
         return await _run_impls(chain, websocket, value, rest)
     outcome = await _wrapped(chain, (websocket, value, *rest), lambda: _run_impls(chain, websocket, value, rest))
+    if outcome is None:  # every wrapper kept the outcome, and the implementations' failure was swallowed
+        return value
     policy = chain.policy
     if not isinstance(outcome, policy.replaces + policy.ends):
         raise HookFailure(chain.wrappers[0].plugin_name, chain.name, "a wrapper returned an unsupported result")
@@ -237,16 +253,20 @@ def run_observers(chain: Chain, websocket: object, value: object, *rest: object)
     """Run an isolated (sync-only) chain: every failure is logged and skipped, the outcome always stands."""
     if not chain.wrappers:
         return _run_observers_sync(chain, websocket, value, rest)
+    policy = chain.policy
+
+    def inner() -> Any:
+        outcome = _run_observers_sync(chain, websocket, value, rest)
+        return outcome if policy.replaces else None  # a pure observer's wrappers see None (Wrapper[None])
+
     try:
-        outcome = _wrapped_sync(
-            chain, (websocket, value, *rest), lambda: _run_observers_sync(chain, websocket, value, rest)
-        )
+        outcome = _wrapped_sync(chain, (websocket, value, *rest), inner)
     except HookFailure as failure:
         log_hook_failure(failure)
         return value
     if outcome is None or outcome is value:
         return value
-    if isinstance(outcome, chain.policy.replaces):
+    if isinstance(outcome, policy.replaces):
         return outcome
     log_failure(
         chain.wrappers[0].plugin_name, chain.name, f"a wrapper returned an unsupported {type(outcome).__name__}"
@@ -342,7 +362,9 @@ def _exit(
             else:
                 gen.throw(thrown)
         except StopIteration as stop:
-            result, error = stop.value, None
+            if stop.value is not None:  # None keeps the outcome, as a hook's None keeps the value
+                result = stop.value
+            error = None
             continue
         except Exception as exc:
             if exc is thrown:

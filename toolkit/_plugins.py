@@ -20,7 +20,7 @@ import pluggy
 
 from ._chains import Chain, Chains, Impl, build_chain, is_async
 from ._exceptions import PluginValidationError
-from ._hookspecs import HOOKS, PROJECT, HookSpecs
+from ._hookspecs import HOOKS, PLUGGY_SPECS, PROJECT, HookSpecs
 
 __all__ = ["HookImplementation", "PluginManager"]
 
@@ -43,22 +43,87 @@ class HookImplementation:
     is_async: bool
 
 
-def _adapt(
-    function: Callable[..., Any], argnames: tuple[str, ...], spec_argnames: tuple[str, ...]
-) -> Callable[..., Any]:
-    """Return a callable taking the spec's arguments positionally.
+@dataclass(frozen=True, slots=True)
+class _CallPlan:
+    """How the toolkit calls one implementation: ``function`` with these spec arguments, in this order."""
 
-    pluggy lets an implementation accept any subset of the spec's arguments;
-    the common case (all of them, in order) is called directly.
+    function: Callable[..., Any]
+    argnames: tuple[str, ...]
+    by_keyword: bool
+
+
+def _plan(function: Callable[..., Any], spec_argnames: tuple[str, ...]) -> _CallPlan:
+    """Call an implementation positionally whenever its arguments allow, by name otherwise.
+
+    A keyword-only method (what :class:`toolkit.Plugin` subclasses write) is called
+    through its positional twin, so the typed style costs no more per call than the
+    untyped one. ``**kwargs`` receives every spec argument not named before it.
     """
-    if argnames == spec_argnames:
+    parameters = inspect.signature(function).parameters.values()
+    names = tuple(parameter.name for parameter in parameters if parameter.kind is not parameter.VAR_KEYWORD)
+    if len(names) < len(parameters):  # takes **kwargs
+        return _CallPlan(function, (*names, *(name for name in spec_argnames if name not in names)), True)
+    if all(parameter.kind is parameter.POSITIONAL_OR_KEYWORD for parameter in parameters):
+        return _CallPlan(function, names, False)
+    twin = _positional_twin(function)
+    return _CallPlan(function, names, True) if twin is None else _CallPlan(twin, names, False)
+
+
+def _positional_twin(function: Callable[..., Any]) -> Callable[..., Any] | None:
+    """The same function with its keyword-only arguments made positional (same code, globals and closure).
+
+    ``None`` when that would not be the same function: defaults, a decorator's
+    wrapper (``__wrapped__``), anything but a plain Python function or method.
+    """
+    bound = function.__self__ if isinstance(function, types.MethodType) else None
+    plain = function.__func__ if isinstance(function, types.MethodType) else function
+    if type(plain) is not types.FunctionType or hasattr(plain, "__wrapped__"):
+        return None
+    if plain.__defaults__ or plain.__kwdefaults__:
+        return None
+    code = plain.__code__
+    code = code.replace(co_argcount=code.co_argcount + code.co_kwonlyargcount, co_kwonlyargcount=0)
+    twin = types.FunctionType(code, plain.__globals__, plain.__name__, None, plain.__closure__)
+    twin.__qualname__ = plain.__qualname__
+    return twin if bound is None else types.MethodType(twin, bound)
+
+
+def _spec_order(plan: _CallPlan, spec_argnames: tuple[str, ...]) -> Callable[..., Any]:
+    """The implementation as a callable taking the spec's arguments positionally (for the generic runners)."""
+    function, argnames = plan.function, plan.argnames
+    if argnames == spec_argnames and not plan.by_keyword:
         return function
     positions = tuple(spec_argnames.index(name) for name in argnames)
+    if plan.by_keyword:
 
-    def adapted(*args: object) -> object:
-        return function(**{name: args[i] for name, i in zip(argnames, positions, strict=True)})
+        def by_name(*args: object) -> object:
+            return function(**{name: args[i] for name, i in zip(argnames, positions, strict=True)})
 
-    return adapted
+        return by_name
+
+    def reordered(*args: object) -> object:
+        return function(*[args[i] for i in positions])
+
+    return reordered
+
+
+def _check_signature(function: Callable[..., Any], hook: str) -> str | None:
+    """What is wrong with an implementation's arguments, or ``None``: the toolkit passes them by name."""
+    spec_argnames = HOOKS[hook].argnames
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - not a Python function: refused as such later
+        return None
+    for parameter in parameters:
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            return f"*{parameter.name}: arguments are passed by name; take **{parameter.name} instead"
+        if parameter.kind is parameter.POSITIONAL_ONLY:
+            return f"{parameter.name!r} is positional-only: arguments are passed by name"
+        if parameter.kind is not parameter.VAR_KEYWORD and parameter.name not in spec_argnames:
+            closest = difflib.get_close_matches(parameter.name, spec_argnames, n=1)
+            hint = f"; did you mean {closest[0]!r}?" if closest else ""
+            return f"no such argument {parameter.name!r}{hint} ({hook} passes: {', '.join(spec_argnames)})"
+    return None
 
 
 class _Pluggy(pluggy.PluginManager):
@@ -70,6 +135,18 @@ class _Pluggy(pluggy.PluginManager):
     """
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
+        opts = self._undecorated_opts(plugin, name)
+        if opts is not None and name in HOOKS:
+            function = getattr(plugin, name)
+            problem = _check_signature(function, name)
+            if problem is not None:
+                plugin_name = getattr(plugin, "__name__", None) or type(plugin).__qualname__
+                raise pluggy.PluginValidationError(plugin, f"plugin {plugin_name!r}, {name}: {problem}")
+            if inspect.isgeneratorfunction(function) and not opts.get("hookwrapper"):
+                opts = cast(pluggy.HookimplOpts, {**opts, "wrapper": True})  # a generator can only be a wrapper
+        return opts
+
+    def _undecorated_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
         opts = super().parse_hookimpl_opts(plugin, name)
         if opts is None and name.startswith("ws_") and callable(getattr(plugin, name, None)):
             static = inspect.getattr_static(plugin, name)
@@ -98,7 +175,7 @@ class PluginManager:
 
     def __init__(self, *plugins: object) -> None:
         self._pluggy = _Pluggy(PROJECT)
-        self._pluggy.add_hookspecs(HookSpecs)
+        self._pluggy.add_hookspecs(PLUGGY_SPECS)
         self._chains: Chains = _NO_CHAINS
         for plugin in plugins:
             self.register(plugin)
@@ -232,11 +309,13 @@ class PluginManager:
             wrappers: list[Impl] = []
             # pluggy keeps implementations in reverse call order, wrappers last.
             for hookimpl in reversed(caller.get_hookimpls()):
-                impl = Impl(
-                    hookimpl.plugin_name,
-                    _adapt(hookimpl.function, hookimpl.argnames, spec.argnames),
-                    is_async(hookimpl.function),
-                )
+                plan = _plan(hookimpl.function, spec.argnames)
+                call = _spec_order(plan, spec.argnames)
+                plugin, asynchronous = hookimpl.plugin_name, is_async(hookimpl.function)
+                if call is plan.function:  # takes the spec's arguments positionally, as they come
+                    impl = Impl(plugin, call, asynchronous)
+                else:
+                    impl = Impl(plugin, call, asynchronous, plan.function, plan.argnames, plan.by_keyword)
                 (wrappers if hookimpl.wrapper else impls).append(impl)
             if impls or wrappers:
                 chains[name] = build_chain(name, spec.policy, spec.argnames, tuple(impls), tuple(wrappers))

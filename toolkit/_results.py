@@ -6,8 +6,9 @@ They sit below the WebSocket and the hook machinery, which both speak in them.
 from __future__ import annotations
 
 import enum
+from collections.abc import Generator
 from dataclasses import dataclass, replace
-from typing import Final, TypeAlias
+from typing import Final, TypeAlias, TypeVar
 
 from ._close import Close
 from ._responses import DenialResponse, check_headers
@@ -22,6 +23,7 @@ __all__ = [
     "MessageResult",
     "ReceiveResult",
     "Reply",
+    "Wrapper",
 ]
 
 
@@ -126,3 +128,9 @@ MessageResult: TypeAlias = str | bytes | Drop | Close | None
 ReceiveResult: TypeAlias = str | bytes | Drop | Close | Reply | None
 #: What ``ws_denial`` may return: keep (None) or a replacement response.
 DenialResult: TypeAlias = DenialResponse | None
+
+_R = TypeVar("_R")
+#: What a wrapper implementation returns: a generator that yields once, receives the outcome of the
+#: implementations it wraps (or has their exception thrown in) and returns the outcome that stands
+#: (``None`` keeps it). ``def ws_send(...) -> Wrapper[MessageResult]``.
+Wrapper: TypeAlias = Generator[None, _R, _R]

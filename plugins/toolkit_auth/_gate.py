@@ -193,7 +193,7 @@ class AuthGate(toolkit.Plugin, Generic[P]):
     # --- hooks ---------------------------------------------------------------------------------
 
     @toolkit.hookimpl(tryfirst=True)
-    async def ws_accept(self, websocket: WebSocket, accept: Accept) -> AcceptResult:
+    async def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> AcceptResult:
         credential = self._find_credential(websocket)
         if credential is None:
             return self._unauthorized
@@ -225,7 +225,7 @@ class AuthGate(toolkit.Plugin, Generic[P]):
         return None
 
     @toolkit.hookimpl(tryfirst=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> ReceiveResult:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> ReceiveResult:
         # A plain def, so a chain of plain-def plugins stays on the toolkit's fast path. With an
         # async `authorize`, __init__ puts _receive_awaiting in its place, for this instance only.
         principal = websocket.plugin_state.get(self._principal)
@@ -243,14 +243,14 @@ class AuthGate(toolkit.Plugin, Generic[P]):
         return _UNAUTHORIZED_CLOSE if self.on_refused == "close" else _FORBIDDEN_REPLY
 
     @toolkit.hookimpl(tryfirst=True)
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
         principal = websocket.plugin_state.get(self._principal)
         if principal is None or self._expired(principal):
             logger.debug("closing: the credential has expired (or the connection never authenticated)")
             return _UNAUTHORIZED_CLOSE
         return None
 
-    def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+    def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
         if websocket.plugin_state.pop(self._principal, _ABSENT) is not _ABSENT:
             self._open -= 1
 

@@ -158,7 +158,7 @@ class OriginGate(toolkit.Plugin):
         return any((scheme, ".".join(parts[i:]), port) in self.patterns for i in range(1, len(parts)))
 
     @toolkit.hookimpl(tryfirst=True)
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> DenialResponse | None:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> DenialResponse | None:
         origins = websocket.headers.getlist("origin")
         if self.is_allowed(origins):
             return None

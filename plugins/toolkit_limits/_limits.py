@@ -95,7 +95,7 @@ class MessageSizeLimit(toolkit.Plugin):
         self._quarter: Final = max_bytes >> 2
 
     @toolkit.hookimpl(tryfirst=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
         # _over_limit, inlined: this runs for every message of every connection.
         size = len(data)
         if size <= self._quarter:
@@ -126,7 +126,7 @@ class OutboundSizeLimit(toolkit.Plugin):
         self.max_bytes: Final = _positive_int("max_bytes", max_bytes)
 
     @toolkit.hookimpl(trylast=True)
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
         if _over_limit(data, self.max_bytes):
             size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
             logger.warning(
@@ -197,7 +197,7 @@ class RateLimit(toolkit.Plugin):
         return self._buckets
 
     @toolkit.hookimpl(tryfirst=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
         now = self._clock()
         bucket = websocket.plugin_state.get(self._bucket)
         if bucket is None:
@@ -216,7 +216,7 @@ class RateLimit(toolkit.Plugin):
         bucket.due = due + self._interval
         return None
 
-    def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+    def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
         if websocket.plugin_state.pop(self._bucket) is not None:
             self._buckets -= 1
 
@@ -303,7 +303,7 @@ class ConnectionLimit(toolkit.Plugin):
         return self._per_key.get(key, 0)
 
     @toolkit.hookimpl(trylast=True)
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> DenialResponse | None:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> DenialResponse | None:
         # No await from the checks to the counting: concurrent handshakes cannot both take the last slot.
         state = websocket.plugin_state
         if self._held in state:
@@ -321,7 +321,7 @@ class ConnectionLimit(toolkit.Plugin):
         state[self._held] = key
         return None
 
-    def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+    def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
         state = websocket.plugin_state
         if self._held not in state:
             return

@@ -286,7 +286,7 @@ class ConnectionLogger(toolkit.Plugin):
     # --- hooks ------------------------------------------------------------------------------------
 
     @toolkit.hookimpl(trylast=True)
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> None:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> None:
         # trylast: every other plugin has decided, so this sees the accept that goes out. A wrapper
         # may still deny, or sending the accept may fail: ws_close then logs a close record
         # (1006, with the denial's status) that pairs with this open record.
@@ -320,7 +320,7 @@ class ConnectionLogger(toolkit.Plugin):
             )
 
     @toolkit.hookimpl(tryfirst=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> None:
         # tryfirst: counts what the client sent, including messages a later plugin drops or refuses.
         connection = websocket.plugin_state.get(self._connection)
         if connection is not None:
@@ -330,7 +330,7 @@ class ConnectionLogger(toolkit.Plugin):
                 self._log_message(websocket, connection, "in", data)
 
     @toolkit.hookimpl(trylast=True)
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> None:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> None:
         # trylast: counts what goes to the server, after other plugins replaced or dropped it.
         connection = websocket.plugin_state.get(self._connection)
         if connection is not None:
@@ -340,13 +340,13 @@ class ConnectionLogger(toolkit.Plugin):
                 self._log_message(websocket, connection, "out", data)
 
     @toolkit.hookimpl(trylast=True)
-    def ws_denial(self, websocket: WebSocket, response: DenialResponse) -> None:
+    def ws_denial(self, *, websocket: WebSocket, response: DenialResponse) -> None:
         # trylast: sees the response as other plugins left it. Logged once, by ws_close, which follows.
         connection = self._start(websocket)
         # Without the server's denial extension the toolkit sends a close; the client sees 403.
         connection.status = response.status if websocket.has_denial_extension else 403
 
-    def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+    def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
         connection = websocket.plugin_state.pop(self._connection)
         if connection is None:  # never accepted and no ws_denial: e.g. cancelled before accept
             connection = _Connection()

@@ -391,7 +391,7 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
     # --- hooks --------------------------------------------------------------------------------
 
     @toolkit.hookimpl(trylast=True)  # validate what the app will get, after the other plugins
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> ReceiveResult:
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> ReceiveResult:
         try:
             model = self._parse(data)
         except _Rejected as rejected:
@@ -409,7 +409,7 @@ class Messages(toolkit.Plugin, Generic[InT, OutT]):
         return None
 
     @toolkit.hookimpl(tryfirst=True)  # check what the app sent, before other plugins change it
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> MessageResult:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
         connection = websocket.plugin_state.get(self._key)
         if connection is not None:
             if data is connection.sending:

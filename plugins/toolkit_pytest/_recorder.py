@@ -8,7 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any, final
 
 import toolkit
-from toolkit import Accept, AcceptResult, ClosedBy, DenialResponse, DenialResult, MessageResult, WebSocket
+from toolkit import (
+    Accept,
+    AcceptResult,
+    ClosedBy,
+    DenialResponse,
+    DenialResult,
+    MessageResult,
+    ReceiveResult,
+    WebSocket,
+    Wrapper,
+)
 
 __all__ = ["HookCall", "HookRecorder"]
 
@@ -75,29 +85,27 @@ class HookRecorder:
         return call.result
 
     @toolkit.hookimpl(wrapper=True, tryfirst=True)
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> Generator[None, AcceptResult, AcceptResult]:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Wrapper[AcceptResult]:
         outcome: AcceptResult = yield from self._record("ws_accept", websocket, {"accept": accept})
         return outcome
 
     @toolkit.hookimpl(wrapper=True, tryfirst=True)
-    def ws_receive(self, websocket: WebSocket, data: str | bytes) -> Generator[None, MessageResult, MessageResult]:
-        outcome: MessageResult = yield from self._record("ws_receive", websocket, {"data": data})
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> Wrapper[ReceiveResult]:
+        outcome: ReceiveResult = yield from self._record("ws_receive", websocket, {"data": data})
         return outcome
 
     @toolkit.hookimpl(wrapper=True, tryfirst=True)
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> Generator[None, MessageResult, MessageResult]:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Wrapper[MessageResult]:
         outcome: MessageResult = yield from self._record("ws_send", websocket, {"data": data})
         return outcome
 
     @toolkit.hookimpl(wrapper=True, tryfirst=True)
-    def ws_close(
-        self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy
-    ) -> Generator[None, None, None]:
+    def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> Wrapper[None]:
         args = {"code": code, "reason": reason, "closed_by": closed_by}
         yield from self._record("ws_close", websocket, args)
 
     @toolkit.hookimpl(wrapper=True, tryfirst=True)
-    def ws_denial(self, websocket: WebSocket, response: DenialResponse) -> Generator[None, DenialResult, DenialResult]:
+    def ws_denial(self, *, websocket: WebSocket, response: DenialResponse) -> Wrapper[DenialResult]:
         outcome: DenialResult = yield from self._record("ws_denial", websocket, {"response": response})
         return outcome
 

@@ -10,10 +10,8 @@ It shows each kind of hook implementation the ``ws-toolkit plugins`` command rep
 
 from __future__ import annotations
 
-from collections.abc import Generator
-
 import toolkit
-from toolkit import Accept, ClosedBy, MessageResult, WebSocket
+from toolkit import Accept, ClosedBy, MessageResult, WebSocket, Wrapper
 
 __all__ = ["ExamplePlugin"]
 
@@ -26,17 +24,17 @@ class ExamplePlugin:
         self.closes: list[tuple[int, ClosedBy]] = []
 
     @toolkit.hookimpl(tryfirst=True)
-    def ws_accept(self, websocket: WebSocket, accept: Accept) -> Accept:
+    def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> Accept:
         return accept.replace(headers=(*accept.headers, (b"x-example-plugin", b"1")))
 
-    async def ws_receive(self, websocket: WebSocket, data: str | bytes) -> str | None:
+    async def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> str | None:
         return data.replace("secret", "******") if isinstance(data, str) else None
 
     @toolkit.hookimpl(wrapper=True)
-    def ws_send(self, websocket: WebSocket, data: str | bytes) -> Generator[None, MessageResult, MessageResult]:
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> Wrapper[MessageResult]:
         outcome = yield
         websocket.state.example_sent = getattr(websocket.state, "example_sent", 0) + 1
         return outcome
 
-    def ws_close(self, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
+    def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
         self.closes.append((code, closed_by))

@@ -5,7 +5,7 @@ NAMES = toolkit.StateKey[list[str]]("names")
 
 
 class Counts(toolkit.Plugin):
-    def ws_receive(self, websocket: toolkit.WebSocket, data: str | bytes) -> None:
+    def ws_receive(self, *, websocket: toolkit.WebSocket, data: str | bytes) -> None:
         websocket.plugin_state[COUNT] = "one"  # E: misc  P: reportArgumentType
         total: str = websocket.plugin_state[COUNT]  # E: assignment  P: reportAssignmentType
         count: int = websocket.plugin_state.get(COUNT, 0)  # fine: int | int

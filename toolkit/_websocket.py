@@ -618,7 +618,17 @@ class WebSocket(Mapping[str, Any]):
             raise RuntimeError('The "mode" argument should be "text" or "binary".')
 
     async def close(self, code: int = CloseCode.NORMAL.value, reason: str | None = None) -> None:
-        """Close (before accept: deny; the client sees HTTP 403). Refuses codes that may not be sent."""
+        """Close (before accept: deny; the client sees HTTP 403). Refuses codes that may not be sent.
+
+        Once the app's side is closed (by an earlier ``close()``, another task, a plugin
+        or a denial), it does nothing: Starlette's raises ``WebSocketDisconnected`` there,
+        which turns every race between two closers into an error. A raw
+        ``send({"type": "websocket.close"})`` still raises, as Starlette's does.
+        """
+        machine = self._machine
+        if machine.app is _DISCONNECTED:
+            machine.check_close(code, reason or "")  # a code that may not be sent is a bug either way
+            return
         await self.send({"type": "websocket.close", "code": code, "reason": reason or ""})
 
     async def send_denial_response(self, response: ASGIApp) -> None:

@@ -6,6 +6,13 @@ principal in ``websocket.user``, and can authorize each message and close when t
 credential expires. See docs/auth.md.
 """
 
+try:  # first, so that a missing extra says what to install rather than "No module named 'anyio'"
+    import anyio  # noqa: F401
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError(
+        f"toolkit_auth needs {exc.name}, from the auth extra: pip install 'ws-toolkit[auth]'", name=exc.name
+    ) from exc
+
 from ._credentials import AuthInfo, Credential, StaticTokens
 from ._gate import FORBIDDEN_ERROR, AuthCallbackError, AuthGate, OnRefused
 from ._origin import OriginGate

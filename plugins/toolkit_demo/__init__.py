@@ -6,6 +6,15 @@ typed messages, limits message size and rate, and logs each connection.
 See docs/demo.md. Needs the ``demo`` extra: ``pip install 'ws-toolkit[demo]'``.
 """
 
+try:  # first, so that a missing extra says what to install rather than "No module named ..."
+    import anyio  # noqa: F401
+    import pydantic  # noqa: F401
+    import starlette  # noqa: F401
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError(
+        f"toolkit_demo needs {exc.name}, from the demo extra: pip install 'ws-toolkit[demo]'", name=exc.name
+    ) from exc
+
 from ._app import (
     CHAT_PATH,
     MAX_MESSAGE_BYTES,

@@ -12,8 +12,15 @@ import socket
 import sys
 from typing import Any
 
-import uvicorn
-from uvicorn.config import LOGGING_CONFIG
+try:  # uvicorn serves the demo, and needs websockets for its WebSocket protocol
+    import uvicorn
+    import websockets  # noqa: F401
+    from uvicorn.config import LOGGING_CONFIG
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError(
+        f"python -m toolkit_demo needs {exc.name}, from the demo extra: pip install 'ws-toolkit[demo]'",
+        name=exc.name,
+    ) from exc
 
 from ._app import create_app, demo_tokens, local_origins
 

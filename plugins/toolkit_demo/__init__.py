@@ -10,10 +10,10 @@ try:  # first, so that a missing extra says what to install rather than "No modu
     import anyio  # noqa: F401
     import pydantic  # noqa: F401
     import starlette  # noqa: F401
-except ModuleNotFoundError as exc:
+except ModuleNotFoundError as _missing:
     raise ModuleNotFoundError(
-        f"toolkit_demo needs {exc.name}, from the demo extra: pip install 'ws-toolkit[demo]'", name=exc.name
-    ) from exc
+        f"toolkit_demo needs {_missing.name}, from the demo extra: pip install 'ws-toolkit[demo]'", name=_missing.name
+    ) from _missing
 
 from ._app import (
     CHAT_PATH,
@@ -21,10 +21,12 @@ from ._app import (
     NAMES,
     STATIC,
     TOKEN_PREFIX,
+    TOKEN_SOURCES,
     asyncapi_document,
     create_app,
     demo_tokens,
     local_origins,
+    log_filter,
 )
 from ._chat import (
     MAX_TEXT,
@@ -50,6 +52,7 @@ __all__ = [
     "STATIC",
     "SUBPROTOCOL",
     "TOKEN_PREFIX",
+    "TOKEN_SOURCES",
     "Chat",
     "Inbound",
     "Join",
@@ -65,4 +68,5 @@ __all__ = [
     "create_app",
     "demo_tokens",
     "local_origins",
+    "log_filter",
 ]

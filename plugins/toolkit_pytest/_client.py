@@ -19,11 +19,11 @@ try:
     import anyio.lowlevel
     from anyio.abc import TaskGroup
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-except ModuleNotFoundError as exc:
+except ModuleNotFoundError as _missing:
     raise ModuleNotFoundError(
-        f"toolkit_pytest's client needs {exc.name}, from the testing extra: pip install 'ws-toolkit[testing]'",
-        name=exc.name,
-    ) from exc
+        f"toolkit_pytest's client needs {_missing.name}, from the testing extra: pip install 'ws-toolkit[testing]'",
+        name=_missing.name,
+    ) from _missing
 
 from toolkit import ASGIApp, CloseCode, Message, Scope, WebSocketDisconnect
 

@@ -9,6 +9,7 @@ The tokens are the log audit's (tests/conftest.py), so none may reach a log. The
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -287,17 +288,40 @@ def read_banner(process: subprocess.Popen[bytes], within: float) -> list[str]:
     return output.decode().splitlines()
 
 
-def test_python_m_toolkit_demo_prints_links_and_serves_them(tmp_path: Path) -> None:
-    log = tmp_path / "demo.log"
+@contextlib.contextmanager
+def demo_process(
+    log: Path, *options: str, python: str = sys.executable, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], list[str]]]:
+    """``python -m toolkit_demo`` on a free 127.0.0.1 port, its stderr in ``log``: the process and its banner.
+
+    Stop it with :func:`stop_with_ctrl_c`; on the way out it is killed if still running.
+    """
     with log.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "toolkit_demo", "--host", "127.0.0.1", "--port", "0"],
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [python, "-m", "toolkit_demo", "--host", "127.0.0.1", "--port", "0", *options],
             stdout=subprocess.PIPE,
             stderr=stderr,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=cwd,
+            env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
         )
     try:
-        banner = read_banner(process, 15.0)
+        yield process, read_banner(process, 15.0)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(STEP)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def stop_with_ctrl_c(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGINT)  # Ctrl+C: uvicorn shuts down, then re-raises the signal
+    assert process.wait(STEP) in (0, -signal.SIGINT)
+
+
+def test_python_m_toolkit_demo_prints_links_and_serves_them(tmp_path: Path) -> None:
+    log = tmp_path / "demo.log"
+    with demo_process(log) as (process, banner):
         first = banner[0]
         assert first.startswith("ws-toolkit demo chat: http://127.0.0.1:")
         base = first.split(": ", 1)[1].rstrip("/")
@@ -326,15 +350,8 @@ def test_python_m_toolkit_demo_prints_links_and_serves_them(tmp_path: Path) -> N
         assert info.value.response.status_code == 401
         assert http_get(base + "/")[0] == 200
 
-        process.send_signal(signal.SIGINT)  # Ctrl+C: uvicorn shuts down, then re-raises the signal
-        assert process.wait(STEP) in (0, -signal.SIGINT)
-        output = log.read_text()
-        assert "Finished server process" in output
-        assert "websocket open" in output  # the connection log is on
-        assert token not in output  # ... and never shows the token
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(STEP)
-        if process.stdout is not None:
-            process.stdout.close()
+        stop_with_ctrl_c(process)
+    output = log.read_text()
+    assert "Finished server process" in output
+    assert "websocket open" in output  # the connection log is on
+    assert token not in output  # ... and never shows the token

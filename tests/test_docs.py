@@ -15,17 +15,46 @@ ROOT = Path(__file__).parent.parent
 pytestmark = pytest.mark.anyio
 
 
-def run_blocks(path: Path) -> dict[str, Any]:
-    namespace: dict[str, Any] = {"__name__": f"docs_{path.stem}"}
+README = ROOT / "README.md"
+
+
+def python_blocks(path: Path) -> list[str]:
     blocks = re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.DOTALL)
     assert blocks, f"no python block in {path}"
-    for block in blocks:
+    return blocks
+
+
+def run_blocks(path: Path) -> dict[str, Any]:
+    """A page's python blocks run in order in one namespace, as a docs page's blocks read (one builds on the last)."""
+    namespace: dict[str, Any] = {"__name__": f"docs_{path.stem}"}
+    for block in python_blocks(path):
         exec(compile(block, str(path), "exec"), namespace)  # noqa: S102 - our own documentation
     return namespace
 
 
+def run_alone(block: str, path: Path) -> dict[str, Any]:
+    """One block in a namespace of its own: what a reader who pastes only that block gets."""
+    namespace: dict[str, Any] = {"__name__": f"docs_{path.stem}"}
+    exec(compile(block, str(path), "exec"), namespace)  # noqa: S102 - our own documentation
+    return namespace
+
+
+def readme_defining(name: str) -> dict[str, Any]:
+    """The namespace of the README block that defines ``name``, run on its own."""
+    blocks = [block for block in python_blocks(README) if re.search(rf"^{name} = ", block, flags=re.MULTILINE)]
+    assert len(blocks) == 1, f"{len(blocks)} README blocks define {name}"
+    return run_alone(blocks[0], README)
+
+
+@pytest.mark.parametrize("index", range(len(python_blocks(README))))
+def test_every_readme_block_runs_as_pasted(index: int) -> None:
+    # The README is where newcomers copy from: no block may lean on a name another block defined.
+    namespace = run_alone(python_blocks(README)[index], README)
+    assert set(namespace) - {"__name__", "__builtins__"}, "the block defined nothing"
+
+
 async def test_readme_example_shouts_back() -> None:
-    app = run_blocks(ROOT / "README.md")["app"]
+    app = readme_defining("app")["app"]
     transport = Transport([connect(), text("hello"), disconnect(1000)])
     await app(make_scope(), transport.receive, transport.send)
     assert transport.sent == [
@@ -35,7 +64,7 @@ async def test_readme_example_shouts_back() -> None:
 
 
 async def test_readme_middleware_example_shouts_through_a_starlette_endpoint() -> None:
-    app = run_blocks(ROOT / "README.md")["starlette_app"]
+    app = readme_defining("starlette_app")["starlette_app"]
     transport = Transport([connect(), text("hello"), disconnect(1000)])
     await app(make_scope(path="/ws"), transport.receive, transport.send)
     assert transport.sent[1:] == [{"type": "websocket.send", "text": "HELLO"}]

@@ -913,8 +913,9 @@ async def test_close_by_app() -> None:
     async def endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
         await websocket.close(4000, "bye")
+        await websocket.close()  # a no-op: nothing sent, ws_close not fired again
         with pytest.raises(toolkit.WebSocketDisconnected):
-            await websocket.close()
+            await websocket.send({"type": "websocket.close", "code": 1000})
 
     transport = await serve(endpoint, recorder)
     assert transport.sent == [ACCEPTED, {"type": "websocket.close", "code": 4000, "reason": "bye"}]

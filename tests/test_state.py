@@ -328,13 +328,27 @@ async def test_double_accept_is_refused_with_starlettes_message() -> None:
     assert transport.sent == []
 
 
-async def test_double_close_is_refused() -> None:
+async def test_second_close_is_a_no_op_but_a_raw_second_close_is_refused() -> None:
     websocket, transport = await accepted()
     await websocket.close(1001, "first")
+    await websocket.close(1000)
     with pytest.raises(WebSocketDisconnected) as excinfo:
-        await websocket.close(1000)
+        await websocket.send({"type": "websocket.close", "code": 1000})
     assert str(excinfo.value) == SEND_AFTER_CLOSE
     assert transport.sent == [{"type": "websocket.close", "code": 1001, "reason": "first"}]
+
+
+NORMAL_CLOSE: Message = {"type": "websocket.close", "code": 1000, "reason": ""}
+
+
+async def test_concurrent_closers_send_one_close() -> None:
+    """Two tasks closing at once (a watchdog and the handler): one close goes out, neither raises."""
+    websocket, transport = await accepted()
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(websocket.close, 1013, "too slow")
+        tasks.start_soon(websocket.close, 1000)
+    [close] = transport.sent  # whichever task ran first (the schedulers differ); the other did nothing
+    assert close in ({"type": "websocket.close", "code": 1013, "reason": "too slow"}, NORMAL_CLOSE)
 
 
 async def test_close_defaults() -> None:

@@ -6,10 +6,17 @@ principal in ``websocket.user``, and can authorize each message and close when t
 credential expires. See docs/auth.md.
 """
 
+try:  # first, so that a missing extra says what to install rather than "No module named 'anyio'"
+    import anyio  # noqa: F401
+except ModuleNotFoundError as _missing:
+    raise ModuleNotFoundError(
+        f"toolkit_auth needs {_missing.name}, from the auth extra: pip install 'ws-toolkit[auth]'", name=_missing.name
+    ) from _missing
+
 from ._credentials import AuthInfo, Credential, StaticTokens
 from ._gate import FORBIDDEN_ERROR, AuthCallbackError, AuthGate, OnRefused
 from ._origin import OriginGate
-from ._sources import Bearer, Cookie, MalformedCredential, Query, Source, Subprotocol
+from ._sources import Bearer, Cookie, CredentialLocations, MalformedCredential, Query, Source, Subprotocol
 
 __all__ = [
     "FORBIDDEN_ERROR",
@@ -19,6 +26,7 @@ __all__ = [
     "Bearer",
     "Cookie",
     "Credential",
+    "CredentialLocations",
     "MalformedCredential",
     "OnRefused",
     "OriginGate",

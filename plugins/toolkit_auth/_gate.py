@@ -28,7 +28,7 @@ from toolkit import (
 )
 
 from ._credentials import AuthInfo, Credential
-from ._sources import Bearer, MalformedCredential, Source, Subprotocol
+from ._sources import Bearer, CredentialLocations, MalformedCredential, Source, Subprotocol
 
 __all__ = ["FORBIDDEN_ERROR", "AuthCallbackError", "AuthGate", "OnRefused"]
 
@@ -173,6 +173,14 @@ class AuthGate(toolkit.Plugin, Generic[P]):
         self._open = 0
 
     # --- for the app ---------------------------------------------------------------------------
+
+    def credential_locations(self) -> CredentialLocations:
+        """Where this gate's sources read credentials: the names a log filter must redact.
+
+        ``toolkit_logging.RedactingFilter(subprotocol_prefixes=locations.subprotocol_prefixes, ...)``;
+        docs/logging.md shows it whole.
+        """
+        return CredentialLocations.of(self.sources)
 
     def principal(self, websocket: WebSocket) -> P | None:
         """The principal of an open, authenticated connection (typed, unlike ``websocket.user``); else ``None``."""

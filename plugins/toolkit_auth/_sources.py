@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import abc
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar, Final, final
 
 from toolkit import WebSocket
 
-__all__ = ["Bearer", "Cookie", "MalformedCredential", "Query", "Source", "Subprotocol"]
+__all__ = ["Bearer", "Cookie", "CredentialLocations", "MalformedCredential", "Query", "Source", "Subprotocol"]
 
 # RFC 6750 section 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN_RE: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -27,6 +28,42 @@ _TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 class MalformedCredential(ValueError):
     """A credential is present but empty, repeated or malformed. The handshake is denied with 401."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CredentialLocations:
+    """Where credentials travel in a handshake: what a log filter must redact (``AuthGate.credential_locations()``).
+
+    The fields match ``toolkit_logging.RedactingFilter``'s arguments; this package does not import it.
+    """
+
+    #: Request header names whose values are credentials (``authorization`` for :class:`Bearer`).
+    headers: tuple[str, ...] = ()
+    #: Cookie names (:class:`Cookie`).
+    cookies: tuple[str, ...] = ()
+    #: Query parameter names (:class:`Query`).
+    query: tuple[str, ...] = ()
+    #: Prefixes of offered subprotocols that carry a token (:class:`Subprotocol`).
+    subprotocol_prefixes: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, sources: Iterable[Source]) -> CredentialLocations:
+        """Where ``sources`` read credentials, each name once, in order."""
+        locations = cls()
+        for source in sources:
+            locations |= source.locations()
+        return locations
+
+    def __or__(self, other: CredentialLocations) -> CredentialLocations:
+        """Both sets of locations, each name once, in order."""
+        return CredentialLocations(
+            *(tuple(dict.fromkeys(mine + theirs)) for mine, theirs in zip(_fields(self), _fields(other), strict=True))
+        )
+
+
+def _fields(locations: CredentialLocations) -> tuple[tuple[str, ...], ...]:
+    return (locations.headers, locations.cookies, locations.query, locations.subprotocol_prefixes)
 
 
 class Source(abc.ABC):
@@ -46,6 +83,10 @@ class Source(abc.ABC):
         exception is a plugin failure (denied with 500).
         """
 
+    def locations(self) -> CredentialLocations:
+        """Where this source reads its credential, for log redaction. Override it in a source of your own."""
+        return CredentialLocations()
+
 
 def _single(values: list[str], what: str) -> str | None:
     if not values:
@@ -63,6 +104,10 @@ class Bearer(Source):
     """``Authorization: Bearer <token>`` (RFC 6750). For non-browser clients: browsers cannot set it."""
 
     kind: ClassVar[str] = "bearer"
+
+    def locations(self) -> CredentialLocations:
+        """The ``Authorization`` header."""
+        return CredentialLocations(headers=("authorization",))
 
     def extract(self, websocket: WebSocket) -> str | None:
         values = websocket.headers.getlist("authorization")
@@ -86,6 +131,10 @@ class Cookie(Source):
 
     name: str
     kind: ClassVar[str] = "cookie"
+
+    def locations(self) -> CredentialLocations:
+        """The cookie ``name``."""
+        return CredentialLocations(cookies=(self.name,))
 
     def __post_init__(self) -> None:
         name: object = self.name  # run-time check of untyped input
@@ -119,6 +168,10 @@ class Query(Source):
     name: str
     kind: ClassVar[str] = "query"
 
+    def locations(self) -> CredentialLocations:
+        """The query parameter ``name``."""
+        return CredentialLocations(query=(self.name,))
+
     def __post_init__(self) -> None:
         name: object = self.name  # run-time check of untyped input
         if not isinstance(name, str) or not name:
@@ -141,6 +194,10 @@ class Subprotocol(Source):
 
     prefix: str
     kind: ClassVar[str] = "subprotocol"
+
+    def locations(self) -> CredentialLocations:
+        """Offered subprotocols starting with ``prefix``."""
+        return CredentialLocations(subprotocol_prefixes=(self.prefix,))
 
     def __post_init__(self) -> None:
         prefix: object = self.prefix  # run-time check of untyped input

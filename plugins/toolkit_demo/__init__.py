@@ -6,16 +6,27 @@ typed messages, limits message size and rate, and logs each connection.
 See docs/demo.md. Needs the ``demo`` extra: ``pip install 'ws-toolkit[demo]'``.
 """
 
+try:  # first, so that a missing extra says what to install rather than "No module named ..."
+    import anyio  # noqa: F401
+    import pydantic  # noqa: F401
+    import starlette  # noqa: F401
+except ModuleNotFoundError as _missing:
+    raise ModuleNotFoundError(
+        f"toolkit_demo needs {_missing.name}, from the demo extra: pip install 'ws-toolkit[demo]'", name=_missing.name
+    ) from _missing
+
 from ._app import (
     CHAT_PATH,
     MAX_MESSAGE_BYTES,
     NAMES,
     STATIC,
     TOKEN_PREFIX,
+    TOKEN_SOURCES,
     asyncapi_document,
     create_app,
     demo_tokens,
     local_origins,
+    log_filter,
 )
 from ._chat import (
     MAX_TEXT,
@@ -41,6 +52,7 @@ __all__ = [
     "STATIC",
     "SUBPROTOCOL",
     "TOKEN_PREFIX",
+    "TOKEN_SOURCES",
     "Chat",
     "Inbound",
     "Join",
@@ -56,4 +68,5 @@ __all__ = [
     "create_app",
     "demo_tokens",
     "local_origins",
+    "log_filter",
 ]

@@ -1,4 +1,4 @@
-"""``python -m toolkit_demo [--host 127.0.0.1] [--port 8000]``: serve the demo chat with uvicorn.
+"""``python -m toolkit_demo [--host 127.0.0.1] [--port 8000] [--log-level info]``: serve the demo chat with uvicorn.
 
 Prints the page's address and a fresh token per person, then serves until Ctrl+C.
 ``--port 0`` picks a free port (the banner shows which).
@@ -12,12 +12,21 @@ import socket
 import sys
 from typing import Any
 
-import uvicorn
-from uvicorn.config import LOGGING_CONFIG
+try:  # uvicorn serves the demo, and needs websockets for its WebSocket protocol
+    import uvicorn
+    import websockets  # noqa: F401
+    from uvicorn.config import LOGGING_CONFIG
+except ModuleNotFoundError as _missing:
+    raise ModuleNotFoundError(
+        f"python -m toolkit_demo needs {_missing.name}, from the demo extra: pip install 'ws-toolkit[demo]'",
+        name=_missing.name,
+    ) from _missing
 
-from ._app import create_app, demo_tokens, local_origins
+from ._app import create_app, demo_tokens, local_origins, log_filter
 
 __all__ = ["main"]
+
+_LOG_LEVELS = ("debug", "info", "warning")
 
 
 def _port(value: str) -> int:
@@ -27,11 +36,20 @@ def _port(value: str) -> int:
     return port
 
 
-def _log_config() -> dict[str, Any]:
-    """uvicorn's logging, plus the toolkit's loggers (connection records at INFO) in the same format."""
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, the toolkit's loggers in the same format, and every other logger through root.
+
+    Every handler carries the demo's :func:`~toolkit_demo.log_filter`: at DEBUG, uvicorn and websockets
+    print each handshake header (the token in ``Sec-WebSocket-Protocol``) and each close reason raw.
+    """
     config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"redact": {"()": log_filter}}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["redact"]
+    ours = "DEBUG" if level == "debug" else "INFO"
     for name in ("toolkit", "toolkit_auth", "toolkit_limits", "toolkit_logging", "toolkit_messages"):
-        config["loggers"][name] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+        config["loggers"][name] = {"handlers": ["default"], "level": ours, "propagate": False}
+    config["root"] = {"handlers": ["default"], "level": level.upper()}
     return config
 
 
@@ -40,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument(
         "--port", type=_port, default=8000, help="port to listen on; 0 picks a free one (default: 8000)"
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=_LOG_LEVELS,
+        default="info",
+        help="debug shows every handshake header and frame, credentials redacted (default: info)",
     )
     args = parser.parse_args(argv)
 
@@ -64,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print("\n".join(lines), flush=True)
 
-    config = uvicorn.Config(app, log_config=_log_config(), ws="websockets-sansio", lifespan="off")
+    config = uvicorn.Config(
+        app, log_config=_log_config(args.log_level), log_level=args.log_level, ws="websockets-sansio", lifespan="off"
+    )
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 

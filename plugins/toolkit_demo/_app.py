@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from toolkit_auth import AuthGate, OriginGate, StaticTokens, Subprotocol
+from toolkit_auth import AuthGate, CredentialLocations, OriginGate, StaticTokens, Subprotocol
 from toolkit_limits import MessageSizeLimit, RateLimit
-from toolkit_logging import ConnectionLogger
+from toolkit_logging import DEFAULT_REDACT_HEADERS, DEFAULT_REDACT_KEYS, ConnectionLogger, RedactingFilter
 from toolkit_messages import asyncapi
 
 from toolkit import PluginManager, WebSocketApp
@@ -30,10 +30,12 @@ __all__ = [
     "NAMES",
     "STATIC",
     "TOKEN_PREFIX",
+    "TOKEN_SOURCES",
     "asyncapi_document",
     "create_app",
     "demo_tokens",
     "local_origins",
+    "log_filter",
 ]
 
 #: The page, its script and its style sheet, shipped in the package.
@@ -46,6 +48,8 @@ MAX_MESSAGE_BYTES: Final = 4096
 CHAT_PATH: Final = "/ws"
 #: The prefix of the subprotocol that carries the token: the page offers ``["chat.v1", "bearer.<token>"]``.
 TOKEN_PREFIX: Final = "bearer."  # noqa: S105 - a prefix, not a secret
+#: Where the chat's gate looks for the token: only the subprotocol.
+TOKEN_SOURCES: Final = (Subprotocol(TOKEN_PREFIX),)
 
 # The page may talk only to this server, and nothing may frame it.
 _PAGE_HEADERS: Final = {
@@ -71,6 +75,22 @@ def local_origins(port: int, host: str = "127.0.0.1") -> list[str]:
         origin = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         origins.append(origin)
     return origins
+
+
+def log_filter() -> RedactingFilter:
+    """The filter on every log handler of ``python -m toolkit_demo``: no token, no control character.
+
+    The default names (``Authorization``, ``Cookie``, ``Sec-WebSocket-Protocol``, ``token=``...)
+    plus wherever :data:`TOKEN_SOURCES` read a token (the ``bearer.`` subprotocol prefix), so a token
+    is redacted wherever a client puts it, and the server's DEBUG lines stay clean.
+    """
+    locations = CredentialLocations.of(TOKEN_SOURCES)
+    return RedactingFilter(
+        headers=DEFAULT_REDACT_HEADERS | set(locations.headers),
+        query=DEFAULT_REDACT_KEYS | set(locations.query),
+        cookies=locations.cookies,
+        subprotocol_prefixes=locations.subprotocol_prefixes,
+    )
 
 
 def asyncapi_document(servers: Iterable[str] = ()) -> dict[str, Any]:
@@ -105,7 +125,7 @@ def create_app(
     messages behind before it is disconnected.
     """
     origins = list(origins)  # used twice
-    auth = AuthGate(StaticTokens(dict(tokens)), sources=[Subprotocol(TOKEN_PREFIX)])
+    auth = AuthGate(StaticTokens(dict(tokens)), sources=TOKEN_SOURCES)
     plugins = PluginManager(
         chat_messages,  # trylast: validates what the endpoint gets, after the limits
         MessageSizeLimit(MAX_MESSAGE_BYTES),

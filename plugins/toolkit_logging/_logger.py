@@ -18,7 +18,7 @@ from urllib.parse import unquote_plus
 import toolkit
 from toolkit import Accept, CloseCode, ClosedBy, DenialResponse, StateKey, WebSocket
 
-__all__ = ["DEFAULT_REDACT_HEADERS", "DEFAULT_REDACT_KEYS", "REDACTED", "ConnectionLogger"]
+__all__ = ["DEFAULT_REDACT_HEADERS", "DEFAULT_REDACT_KEYS", "REDACTED", "ConnectionLogger", "Names", "escape_char"]
 
 #: What a redacted value is replaced with.
 REDACTED: Final = "[redacted]"
@@ -77,7 +77,8 @@ _DENIAL: Final = "websocket denied conn=%s path=%s query=%s client=%s status=%s 
 _MESSAGE: Final = "websocket message conn=%s %s %s %d B: %s"
 
 
-def _escape_char(char: str) -> str:
+def escape_char(char: str) -> str:
+    """One character as it is logged: itself if printable, else its escape (``\\n``, ``\\x1b``, ``\\u2028``)."""
     named = _NAMED_ESCAPES.get(char)
     if named is not None:
         return named
@@ -100,7 +101,7 @@ def escape(value: str) -> str:
     """
     if value.isprintable() and "\\" not in value:
         return value
-    return "".join(_escape_char(char) for char in value)
+    return "".join(escape_char(char) for char in value)
 
 
 def _field(value: str, limit: int = _MAX_FIELD) -> str:
@@ -148,7 +149,7 @@ def _utf8_len(data: str) -> int:
 
 
 @final
-class _Names:
+class Names:
     """A set of names matched case-insensitively, ignoring separators, by suffix."""
 
     __slots__ = ("_suffixes",)
@@ -252,9 +253,9 @@ class ConnectionLogger(toolkit.Plugin):
         self.max_payload: int = max_payload
         #: Whether to log each message at DEBUG (counting happens regardless).
         self.log_messages: bool = log_messages
-        self._query = _Names(redact_query, "redact_query")
-        self._headers = _Names(redact_headers, "redact_headers")
-        self._json_keys = _Names(redact_json_keys, "redact_json_keys")
+        self._query = Names(redact_query, "redact_query")
+        self._headers = Names(redact_headers, "redact_headers")
+        self._json_keys = Names(redact_json_keys, "redact_json_keys")
         # What this logger keeps on each connection, in the connection's plugin state. Per instance:
         # two loggers on one manager (a file and the console) count and name connections apart.
         self._connection: Final = StateKey[_Connection]("toolkit_logging.ConnectionLogger")

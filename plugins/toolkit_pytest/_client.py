@@ -14,10 +14,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, final
 
-import anyio
-import anyio.lowlevel
-from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+try:
+    import anyio
+    import anyio.lowlevel
+    from anyio.abc import TaskGroup
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+except ModuleNotFoundError as _missing:
+    raise ModuleNotFoundError(
+        f"toolkit_pytest's client needs {_missing.name}, from the testing extra: pip install 'ws-toolkit[testing]'",
+        name=_missing.name,
+    ) from _missing
 
 from toolkit import ASGIApp, CloseCode, Message, Scope, WebSocketDisconnect
 

@@ -143,6 +143,15 @@ def _failed(impl: Impl, hook_name: str, exc: BaseException) -> HookFailure:
     return failure
 
 
+def _note_ender(websocket: Any, plugin_name: str) -> None:
+    """Record on the connection which plugin's result ended a chain (DROP, Reply, Close, a denial).
+
+    The WebSocket reads it right after the chain returns, when the result closes or denies the
+    connection (``WebSocket.ended_by_plugin``); a stale value from an earlier DROP is never read.
+    """
+    websocket._chain_ender = plugin_name
+
+
 # --- the compiled sync chain (the per-message hot path) --------------------------------------------
 
 
@@ -161,7 +170,7 @@ def _compile(name: str, policy: Policy, arity: int, impls: tuple[Impl, ...]) -> 
                 if isinstance(result, replaces):
                     value = result
                 else:
-                    return end(0, result)
+                    return end(0, result, websocket)
             try:
                 result = call1(websocket, value)
             ...
@@ -172,8 +181,9 @@ def _compile(name: str, policy: Policy, arity: int, impls: tuple[Impl, ...]) -> 
     """
     namespace: dict[str, Any] = {"failed": _failed, "replaces": policy.replaces, "impls": impls, "name": name}
 
-    def end(at: int, result: object) -> object:
+    def end(at: int, result: object, websocket: Any) -> object:
         if isinstance(result, policy.ends):
+            _note_ender(websocket, impls[at].plugin_name)
             return result
         raise _refused(impls[at], name, policy, result)
 
@@ -191,7 +201,7 @@ def _compile(name: str, policy: Policy, arity: int, impls: tuple[Impl, ...]) -> 
             "        if isinstance(result, replaces):",
             "            value = result",
             "        else:",
-            f"            return end({at}, result)",
+            f"            return end({at}, result, websocket)",
         ]
     lines.append("    return value")
     exec(compile("\n".join(lines), f"<toolkit chain {name}>", "exec"), namespace)  # noqa: S102 - our own text
@@ -206,10 +216,18 @@ async def run_async(chain: Chain, websocket: object, value: object, *rest: objec
     """Run a chain that has async implementations or wrappers; returns the outcome or raises HookFailure."""
     if not chain.wrappers:
         return await _run_impls(chain, websocket, value, rest)
-    outcome = await _wrapped(chain, (websocket, value, *rest), lambda: _run_impls(chain, websocket, value, rest))
+    inner: list[object] = []
+
+    async def run_inner() -> Any:
+        inner.append(await _run_impls(chain, websocket, value, rest))
+        return inner[0]
+
+    outcome = await _wrapped(chain, (websocket, value, *rest), run_inner)
     policy = chain.policy
     if not isinstance(outcome, policy.replaces + policy.ends):
         raise HookFailure(chain.wrappers[0].plugin_name, chain.name, "a wrapper returned an unsupported result")
+    if isinstance(outcome, policy.ends) and not (inner and inner[0] is outcome):
+        _note_ender(websocket, chain.wrappers[0].plugin_name)  # a wrapper ended the chain: the outermost answers for it
     return outcome
 
 
@@ -227,6 +245,7 @@ async def _run_impls(chain: Chain, websocket: object, value: object, rest: tuple
         if isinstance(result, policy.replaces):
             value = result
         elif isinstance(result, policy.ends):
+            _note_ender(websocket, impl.plugin_name)
             return result
         else:
             raise _refused(impl, chain.name, policy, result)

@@ -1,5 +1,5 @@
-"""Which plugin ended a connection (``WebSocket.ended_by_plugin``): the core's support for
-observability plugins such as toolkit_otel.
+"""Which plugin ended a connection (``WebSocket.ended_by_plugin``) and per-plugin hook timing
+(``PluginManager.set_hook_timer``): the core's support for observability plugins such as toolkit_otel.
 
 Each test runs on asyncio and trio, over the in-memory transport, through WebSocketApp or
 ToolkitMiddleware.
@@ -188,3 +188,70 @@ async def test_ended_by_plugin_is_read_only_and_none_without_plugins() -> None:
     assert websocket.ended_by_plugin is None
     with pytest.raises(AttributeError):
         websocket.ended_by_plugin = "x"  # type: ignore[misc]
+
+
+# --- set_hook_timer --------------------------------------------------------------------------------
+
+
+class Slow(toolkit.Plugin):
+    async def ws_receive(self, websocket: WebSocket, data: str | bytes) -> None:
+        await anyio.sleep(0.02)
+
+
+def test_without_a_timer_the_chains_call_the_plugin_directly() -> None:
+    plugin = Keep()
+    manager = toolkit.PluginManager(plugin)
+    assert manager.hook_timer is None
+    assert manager.chains["ws_receive"].impls[0].call == plugin.ws_receive
+    manager.set_hook_timer(lambda hook, plugin_name, seconds: None)
+    assert manager.chains["ws_receive"].impls[0].call != plugin.ws_receive
+    manager.set_hook_timer(None)
+    assert manager.chains["ws_receive"].impls[0].call == plugin.ws_receive
+    assert manager.chains["ws_receive"].run_sync is not None  # still the compiled fast path
+
+
+@pytest.mark.parametrize("middleware", [False, True], ids=["app", "middleware"])
+async def test_the_timer_hears_every_call_of_every_plugin_with_its_duration(middleware: bool) -> None:
+    timings: list[tuple[str, str, float]] = []
+    manager = toolkit.PluginManager()
+    manager.register(Keep(), name="keep")
+    manager.set_hook_timer(lambda hook, plugin_name, seconds: timings.append((hook, plugin_name, seconds)))
+    manager.register(Slow(), name="slow")  # registered after the timer was set: timed too
+    manager.register(Seen(), name="seen")
+    transport = await run(manager, text("a"), text("b"), disconnect(), middleware=middleware)
+    assert [m.get("text") for m in transport.sent if m["type"] == "websocket.send"] == ["a", "b"]
+    calls = [(hook, name) for hook, name, _ in timings]
+    per_message = [("ws_receive", "slow"), ("ws_receive", "keep"), ("ws_send", "keep")]
+    assert calls == [*per_message, *per_message, ("ws_close", "seen")]
+    slow = [seconds for hook, name, seconds in timings if name == "slow"]
+    assert all(seconds >= 0.015 for seconds in slow)  # awaiting included
+    assert all(seconds >= 0 for _, _, seconds in timings)
+
+
+async def test_a_failing_plugin_is_timed_and_still_fails_as_itself(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.CRITICAL, logger="toolkit")
+    timings: list[tuple[str, str]] = []
+    seen = Seen()
+    manager = toolkit.PluginManager(seen)
+    manager.register(Ends("ws_receive", RuntimeError("boom")), name="faulty")
+    manager.set_hook_timer(lambda hook, plugin_name, seconds: timings.append((hook, plugin_name)))
+    transport = await run(manager, text("hi"))
+    assert transport.sent[-1]["code"] == 1011
+    assert ("ws_receive", "faulty") in timings
+    assert seen.close == [(1011, ClosedBy.PLUGIN, "faulty")]
+
+
+async def test_a_timer_that_raises_is_logged_and_changes_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(hook: str, plugin_name: str, seconds: float) -> None:
+        raise ValueError("timer bug")
+
+    seen = Seen()
+    manager = toolkit.PluginManager(Keep(), seen)
+    manager.set_hook_timer(broken)
+    with caplog.at_level(logging.ERROR, logger="toolkit"):
+        transport = await run(manager, text("hi"), disconnect())
+    assert [m["type"] for m in transport.sent] == ["websocket.accept", "websocket.send"]
+    assert seen.close == [(1000, ClosedBy.CLIENT, None)]
+    failures = [r for r in caplog.records if r.name == "toolkit"]
+    assert failures
+    assert all("hook timer failed" in r.getMessage() for r in failures)

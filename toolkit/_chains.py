@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, final
@@ -25,6 +26,7 @@ __all__ = [
     "ChainSource",
     "Chains",
     "HookFailure",
+    "HookTimer",
     "Impl",
     "Policy",
     "build_chain",
@@ -34,6 +36,7 @@ __all__ = [
     "logger",
     "run_async",
     "run_observers",
+    "timed",
 ]
 
 #: The toolkit's logger; plugin failures are reported here, once each, with the plugin's name.
@@ -102,6 +105,46 @@ class Chain:
     wrappers: tuple[Impl, ...]
     #: Set when no implementation is async and there is no wrapper: the compiled chain, run without awaiting.
     run_sync: Callable[..., Any] | None
+
+
+#: Called after each timed hook implementation: ``(hook name, plugin name, seconds)``. See :func:`timed`.
+HookTimer = Callable[[str, str, float], None]
+
+
+def timed(hook_name: str, impl: Impl, timer: HookTimer) -> Impl:
+    """``impl`` with its call timed (wall time, awaiting included), reported to ``timer`` after each call.
+
+    Arguments pass through untouched, positional or by name. A timer that raises is logged and
+    ignored: it must never become the plugin's failure, nor hide it. Only built when a timer is
+    set (``PluginManager.set_hook_timer``), so untimed chains are exactly as fast as before.
+    """
+    call, plugin_name, clock = impl.call, impl.plugin_name, time.perf_counter
+
+    def report(started: float) -> None:
+        try:
+            timer(hook_name, plugin_name, clock() - started)
+        except Exception:
+            logger.exception("the hook timer failed after %s of plugin %r", hook_name, plugin_name)
+
+    if impl.is_async:
+
+        async def run_async_impl(*args: Any, **kwargs: Any) -> Any:
+            started = clock()
+            try:
+                return await call(*args, **kwargs)
+            finally:
+                report(started)
+
+        return Impl(plugin_name, run_async_impl, True)
+
+    def run_impl(*args: Any, **kwargs: Any) -> Any:
+        started = clock()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            report(started)
+
+    return Impl(plugin_name, run_impl, False)
 
 
 #: Hook name -> its chain, for the hooks that have at least one implementation.

@@ -18,6 +18,7 @@ PLUGIN_PACKAGES = (
     "toolkit_limits",
     "toolkit_logging",
     "toolkit_messages",
+    "toolkit_otel",
     "toolkit_pytest",
 )
 

@@ -4,7 +4,7 @@ Everything public is importable from here; the underscored modules are private.
 """
 
 from ._app import WebSocketApp
-from ._chains import is_async
+from ._chains import HookTimer, is_async
 from ._close import MAX_REASON_BYTES, Close, CloseCode
 from ._connstate import PluginState, StateKey
 from ._datastructures import URL, Address, Headers, QueryParams, State
@@ -69,6 +69,7 @@ __all__ = [
     "Drop",
     "Headers",
     "HookImplementation",
+    "HookTimer",
     "InvalidJSON",
     "InvalidUTF8",
     "Message",

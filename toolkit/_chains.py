@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, final
@@ -25,6 +26,7 @@ __all__ = [
     "ChainSource",
     "Chains",
     "HookFailure",
+    "HookTimer",
     "Impl",
     "Policy",
     "build_chain",
@@ -34,6 +36,7 @@ __all__ = [
     "logger",
     "run_async",
     "run_observers",
+    "timed",
 ]
 
 #: The toolkit's logger; plugin failures are reported here, once each, with the plugin's name.
@@ -110,6 +113,46 @@ class Chain:
     run_sync: Callable[..., Any] | None
 
 
+#: Called after each timed hook implementation: ``(hook name, plugin name, seconds)``. See :func:`timed`.
+HookTimer = Callable[[str, str, float], None]
+
+
+def timed(hook_name: str, impl: Impl, timer: HookTimer) -> Impl:
+    """``impl`` with its call timed (wall time, awaiting included), reported to ``timer`` after each call.
+
+    Arguments pass through untouched, positional or by name. A timer that raises is logged and
+    ignored: it must never become the plugin's failure, nor hide it. Only built when a timer is
+    set (``PluginManager.set_hook_timer``), so untimed chains are exactly as fast as before.
+    """
+    call, plugin_name, clock = impl.call, impl.plugin_name, time.perf_counter
+
+    def report(started: float) -> None:
+        try:
+            timer(hook_name, plugin_name, clock() - started)
+        except Exception:
+            logger.exception("the hook timer failed after %s of plugin %r", hook_name, plugin_name)
+
+    if impl.is_async:
+
+        async def run_async_impl(*args: Any, **kwargs: Any) -> Any:
+            started = clock()
+            try:
+                return await call(*args, **kwargs)
+            finally:
+                report(started)
+
+        return Impl(plugin_name, run_async_impl, True)
+
+    def run_impl(*args: Any, **kwargs: Any) -> Any:
+        started = clock()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            report(started)
+
+    return Impl(plugin_name, run_impl, False)
+
+
 #: Hook name -> its chain, for the hooks that have at least one implementation.
 Chains = Mapping[str, Chain]
 
@@ -149,6 +192,15 @@ def _failed(impl: Impl, hook_name: str, exc: BaseException) -> HookFailure:
     return failure
 
 
+def _note_ender(websocket: Any, plugin_name: str) -> None:
+    """Record on the connection which plugin's result ended a chain (DROP, Reply, Close, a denial).
+
+    The WebSocket reads it right after the chain returns, when the result closes or denies the
+    connection (``WebSocket.ended_by_plugin``); a stale value from an earlier DROP is never read.
+    """
+    websocket._chain_ender = plugin_name
+
+
 # --- the compiled sync chain (the per-message hot path) --------------------------------------------
 
 
@@ -167,7 +219,7 @@ def _compile(name: str, policy: Policy, argnames: tuple[str, ...], impls: tuple[
                 if isinstance(result, replaces):
                     value = result
                 else:
-                    return end(0, result)
+                    return end(0, result, websocket)
             try:
                 result = call1(websocket, value)
             ...
@@ -179,8 +231,9 @@ def _compile(name: str, policy: Policy, argnames: tuple[str, ...], impls: tuple[
     """
     namespace: dict[str, Any] = {"failed": _failed, "replaces": policy.replaces, "impls": impls, "name": name}
 
-    def end(at: int, result: object) -> object:
+    def end(at: int, result: object, websocket: Any) -> object:
         if isinstance(result, policy.ends):
+            _note_ender(websocket, impls[at].plugin_name)
             return result
         raise _refused(impls[at], name, policy, result)
 
@@ -205,7 +258,7 @@ def _compile(name: str, policy: Policy, argnames: tuple[str, ...], impls: tuple[
             "        if isinstance(result, replaces):",
             "            value = result",
             "        else:",
-            f"            return end({at}, result)",
+            f"            return end({at}, result, websocket)",
         ]
     lines.append("    return value")
     exec(compile("\n".join(lines), f"<toolkit chain {name}>", "exec"), namespace)  # noqa: S102 - our own text
@@ -220,12 +273,20 @@ async def run_async(chain: Chain, websocket: object, value: object, *rest: objec
     """Run a chain that has async implementations or wrappers; returns the outcome or raises HookFailure."""
     if not chain.wrappers:
         return await _run_impls(chain, websocket, value, rest)
-    outcome = await _wrapped(chain, (websocket, value, *rest), lambda: _run_impls(chain, websocket, value, rest))
+    inner: list[object] = []
+
+    async def run_inner() -> Any:
+        inner.append(await _run_impls(chain, websocket, value, rest))
+        return inner[0]
+
+    outcome = await _wrapped(chain, (websocket, value, *rest), run_inner)
     if outcome is None:  # every wrapper kept the outcome, and the implementations' failure was swallowed
         return value
     policy = chain.policy
     if not isinstance(outcome, policy.replaces + policy.ends):
         raise HookFailure(chain.wrappers[0].plugin_name, chain.name, "a wrapper returned an unsupported result")
+    if isinstance(outcome, policy.ends) and not (inner and inner[0] is outcome):
+        _note_ender(websocket, chain.wrappers[0].plugin_name)  # a wrapper ended the chain: the outermost answers for it
     return outcome
 
 
@@ -243,6 +304,7 @@ async def _run_impls(chain: Chain, websocket: object, value: object, rest: tuple
         if isinstance(result, policy.replaces):
             value = result
         elif isinstance(result, policy.ends):
+            _note_ender(websocket, impl.plugin_name)
             return result
         else:
             raise _refused(impl, chain.name, policy, result)

@@ -18,7 +18,7 @@ from typing import Any, cast, final
 
 import pluggy
 
-from ._chains import Chain, Chains, Impl, build_chain, is_async
+from ._chains import Chain, Chains, HookTimer, Impl, build_chain, is_async, timed
 from ._exceptions import PluginValidationError
 from ._hookspecs import HOOKS, PLUGGY_SPECS, PROJECT, HookSpecs
 
@@ -171,12 +171,13 @@ class PluginManager:
     process never share plugins by accident.
     """
 
-    __slots__ = ("_chains", "_pluggy")
+    __slots__ = ("_chains", "_hook_timer", "_pluggy")
 
     def __init__(self, *plugins: object) -> None:
         self._pluggy = _Pluggy(PROJECT)
         self._pluggy.add_hookspecs(PLUGGY_SPECS)
         self._chains: Chains = _NO_CHAINS
+        self._hook_timer: HookTimer | None = None
         for plugin in plugins:
             self.register(plugin)
 
@@ -218,7 +219,7 @@ class PluginManager:
         except PluginValidationError:
             self._pluggy.unregister(name=registered)
             raise
-        self._chains = self._build()
+        self._chains = self._timed(self._build())
         return registered
 
     def _default_name(self, plugin: object) -> str:
@@ -233,7 +234,42 @@ class PluginManager:
     def unregister(self, plugin: object) -> None:
         """Remove a plugin. Connections already open keep the plugins they started with."""
         self._pluggy.unregister(plugin)
-        self._chains = self._build()
+        self._chains = self._timed(self._build())
+
+    @property
+    def hook_timer(self) -> HookTimer | None:
+        """The callback :meth:`set_hook_timer` installed, or ``None``."""
+        return self._hook_timer
+
+    def set_hook_timer(self, timer: HookTimer | None) -> None:
+        """Time every hook implementation: ``timer(hook, plugin_name, seconds)`` after each call.
+
+        Off (``None``) by default, and then it costs nothing: the chains are built without it.
+        Set, every plain implementation (not ``wrapper=True`` ones) is called through a timing
+        shim; ``seconds`` is wall time from the call to its return or exception, awaiting
+        included for ``async def`` ones. The timer runs on the connection's task, after every
+        call, so it must be quick; if it raises, that is logged and the hook's result stands.
+        Connections already open keep the chains they started with.
+        """
+        self._hook_timer = timer
+        self._chains = self._timed(self._build())
+
+    def _timed(self, chains: Chains) -> Chains:
+        timer = self._hook_timer
+        if timer is None:
+            return chains
+        return MappingProxyType(
+            {
+                name: build_chain(
+                    name,
+                    chain.policy,
+                    HOOKS[name].argnames,
+                    tuple(timed(name, impl, timer) for impl in chain.impls),
+                    chain.wrappers,
+                )
+                for name, chain in chains.items()
+            }
+        )
 
     def is_registered(self, plugin: object) -> bool:
         """Whether ``plugin`` (the object itself) is registered."""

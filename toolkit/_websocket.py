@@ -99,6 +99,20 @@ class WebSocket(Mapping[str, Any]):
         self.plugin_state: PluginState = PluginState() if shared is None else shared
         #: A task is waiting in the server's receive (one at a time, unless relayed).
         self._receiving = False
+        #: The plugin whose result last ended a hook chain (written by toolkit/_chains.py; may be stale).
+        self._chain_ender: str | None = None
+        self._ended_by_plugin: str | None = None
+
+    @property
+    def ended_by_plugin(self) -> str | None:
+        """The name of the plugin that closed, denied or failed this connection, else ``None``.
+
+        Set when the toolkit ends the connection because of a plugin (``ClosedBy.PLUGIN``): the
+        plugin whose hook returned the ``Close`` or ``DenialResponse`` (for a ``wrapper=True``
+        that replaced the outcome, the outermost wrapper), or whose hook raised or returned
+        something its hook may not. Readable from ``ws_denial`` and ``ws_close`` on; read-only.
+        """
+        return self._ended_by_plugin
 
     @property
     def client_state(self) -> WebSocketState:
@@ -279,6 +293,7 @@ class WebSocket(Mapping[str, Any]):
                     result = run(self, data) if run is not None else await run_async(chain, self, data)
                 except HookFailure as failure:
                     log_hook_failure(failure)
+                    self._ended_by_plugin = failure.plugin_name
                     return await self._plugin_closed(_INTERNAL_ERROR)
                 if machine.app is not before:  # a hook closed the connection itself
                     return self._closed_message()
@@ -295,6 +310,7 @@ class WebSocket(Mapping[str, Any]):
                     if machine.app is not before:  # the client left, or a ws_send hook closed
                         return self._closed_message()
                     continue
+                self._ended_by_plugin = self._chain_ender
                 return await self._plugin_closed(result)
         finally:
             self._receiving = False
@@ -339,6 +355,7 @@ class WebSocket(Mapping[str, Any]):
                 result = run(self, data) if run is not None else await run_async(chain, self, data)
             except HookFailure as failure:
                 log_hook_failure(failure)
+                self._ended_by_plugin = failure.plugin_name
                 closed = await self._plugin_closed(_INTERNAL_ERROR)  # what ws_close saw (1006 if it failed)
                 raise WebSocketDisconnect(closed["code"], closed["reason"]) from None
             if machine.app is not _CONNECTED:  # a hook closed the connection itself
@@ -352,6 +369,7 @@ class WebSocket(Mapping[str, Any]):
                 elif result is DROP:
                     return None
                 else:  # Close: the chain's policy refuses anything else from ws_send
+                    self._ended_by_plugin = self._chain_ender
                     closed = await self._plugin_closed(result)
                     raise WebSocketDisconnect(closed["code"], closed["reason"])
         try:
@@ -430,11 +448,13 @@ class WebSocket(Mapping[str, Any]):
                 log_hook_failure(failure)
                 if machine.app is not _CONNECTING:  # a hook already closed or denied: send nothing more
                     raise WebSocketDenied(machine.denial_status) from None
+                self._ended_by_plugin = failure.plugin_name
                 status = await self._deny(DenialResponse.for_status(500), ClosedBy.PLUGIN)
                 raise WebSocketDenied(status) from None
             if machine.app is not _CONNECTING:  # a hook closed or denied by itself: never accept
                 raise WebSocketDenied(machine.denial_status)
             if isinstance(outcome, DenialResponse):
+                self._ended_by_plugin = self._chain_ender
                 status = await self._deny(outcome, ClosedBy.PLUGIN)
                 raise WebSocketDenied(status)
             if outcome is not accept:

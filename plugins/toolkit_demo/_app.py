@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -19,6 +21,8 @@ from toolkit_auth import AuthGate, CredentialLocations, OriginGate, StaticTokens
 from toolkit_limits import MessageSizeLimit, RateLimit
 from toolkit_logging import DEFAULT_REDACT_HEADERS, DEFAULT_REDACT_KEYS, ConnectionLogger, RedactingFilter
 from toolkit_messages import asyncapi
+from toolkit_otel import WebSocketTelemetry
+from toolkit_otel.prometheus import CONTENT_TYPE, PrometheusBridge, scrape
 
 from toolkit import PluginManager, WebSocketApp
 
@@ -117,7 +121,8 @@ def create_app(
     burst: int = 10,
     queue_size: int = 64,
 ) -> Starlette:
-    """The demo app: ``/`` the page, ``/static/...`` its files, ``/ws`` the chat, ``/asyncapi.json`` its description.
+    """The demo app: ``/`` the page, ``/static/...`` its files, ``/ws`` the chat, ``/asyncapi.json`` its description,
+    ``/metrics`` the chat's metrics in Prometheus' text format (summed over workers in multiprocess mode).
 
     ``tokens`` maps each token to the name of the person it lets in (see :func:`demo_tokens`);
     ``origins`` lists the pages allowed to connect (see :func:`local_origins`). Each connection
@@ -126,6 +131,11 @@ def create_app(
     """
     origins = list(origins)  # used twice
     auth = AuthGate(StaticTokens(dict(tokens)), sources=TOKEN_SOURCES)
+    # Metrics through OpenTelemetry into prometheus-client (docs/observability.md, "Prometheus"); each
+    # worker exports every 5 s, and a scrape exports its own worker's first.
+    bridge = PrometheusBridge()
+    reader = PeriodicExportingMetricReader(bridge, export_interval_millis=5000)
+    telemetry = WebSocketTelemetry(meter_provider=MeterProvider(metric_readers=[reader]), route=CHAT_PATH)
     plugins = PluginManager(
         chat_messages,  # trylast: validates what the endpoint gets, after the limits
         MessageSizeLimit(MAX_MESSAGE_BYTES),
@@ -133,7 +143,9 @@ def create_app(
         auth,
         OriginGate(origins),  # registered after the gate, so it runs first
         ConnectionLogger(),  # registered last, so it logs what crosses the wire
+        telemetry,
     )
+    telemetry.time_hooks(plugins)
     chat = WebSocketApp(Chat(Room(queue_size), auth), plugins=plugins)
     # The servers are the origins the page is served from, as WebSocket URLs: never the request's Host.
     servers = [re.sub(r"^http", "ws", origin) for origin in origins]
@@ -142,10 +154,15 @@ def create_app(
     async def describe(request: Request) -> Response:
         return Response(document, media_type="application/json")
 
+    async def metrics(request: Request) -> Response:
+        reader.force_flush()
+        return Response(scrape(bridge.registry), media_type=CONTENT_TYPE)
+
     return Starlette(
         routes=[
             Route("/", _page),
             Route("/asyncapi.json", describe),
+            Route("/metrics", metrics),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
             WebSocketRoute(CHAT_PATH, chat),
         ]

@@ -21,6 +21,8 @@ CASES = [
     ("import toolkit_demo", ("pydantic",), "demo"),
     ("import runpy; runpy.run_module('toolkit_demo', run_name='__main__')", ("uvicorn",), "demo"),
     ("from toolkit_pytest import connect", ("anyio",), "testing"),
+    # toolkit_limits imports without anyio; only its SendTimeouts middleware needs it, when made.
+    ("import toolkit_limits; toolkit_limits.SendTimeouts(None, send=1)", ("anyio",), "limits"),
 ]
 
 

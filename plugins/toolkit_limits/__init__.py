@@ -1,4 +1,4 @@
-"""Limits for ws-toolkit: message size, message rate, concurrent connections.
+"""Limits for ws-toolkit: message size, message rate, concurrent connections, and bounded sends.
 
 Each limit is a plugin; register the ones you need (docs/limits.md)::
 
@@ -8,5 +8,14 @@ Each limit is a plugin; register the ones you need (docs/limits.md)::
 """
 
 from ._limits import ConnectionLimit, MessageSizeLimit, OutboundSizeLimit, RateLimit, client_host
+from ._timeouts import SendTimeout, SendTimeouts
 
-__all__ = ["ConnectionLimit", "MessageSizeLimit", "OutboundSizeLimit", "RateLimit", "client_host"]
+__all__ = [
+    "ConnectionLimit",
+    "MessageSizeLimit",
+    "OutboundSizeLimit",
+    "RateLimit",
+    "SendTimeout",
+    "SendTimeouts",
+    "client_host",
+]

@@ -176,21 +176,22 @@ def run_server(
     lifespan: Literal["auto", "on", "off"] = "off",
     startup_timeout: float = 5.0,
     shutdown_timeout: float = 5.0,
+    server: Callable[[uvicorn.Config], uvicorn.Server] = uvicorn.Server,
     **config: Any,
 ) -> Iterator[LiveServer]:
     """Serve ``app`` with uvicorn on 127.0.0.1 and a free port until the block exits.
 
     ``ws`` picks uvicorn's WebSocket implementation ("websockets-sansio" or
-    "wsproto", see :data:`WS_IMPLEMENTATIONS`); other keyword arguments go to
-    ``uvicorn.Config``. Log records of the ``uvicorn`` and ``toolkit`` loggers
-    at INFO and above are captured in ``LiveServer.logs`` while it runs.
+    "wsproto", see :data:`WS_IMPLEMENTATIONS`); ``server`` makes the server from its
+    configuration (a ``uvicorn.Server`` subclass); other keyword arguments go to
+    ``uvicorn.Config``. Log records of the ``uvicorn`` and ``toolkit`` loggers at INFO
+    and above are captured in ``LiveServer.logs`` while it runs.
     """
     if ws not in WS_IMPLEMENTATIONS:
         raise ValueError(f"ws must be one of {WS_IMPLEMENTATIONS}, got {ws!r}")
     config.setdefault("timeout_graceful_shutdown", shutdown_timeout / 2)
-    uvicorn_config = uvicorn.Config(
-        app, host=HOST, ws=ws, lifespan=lifespan, log_config=None, loop="asyncio", http="h11", **config
-    )
+    config.setdefault("http", "h11")
+    uvicorn_config = uvicorn.Config(app, host=HOST, ws=ws, lifespan=lifespan, log_config=None, loop="asyncio", **config)
     uvicorn_config.load()
     logs = LogCapture()
     loggers = [logging.getLogger(name) for name in CAPTURED_LOGGERS]
@@ -202,7 +203,7 @@ def run_server(
     except BaseException:
         sock.close()
         raise
-    live = LiveServer(uvicorn.Server(uvicorn_config), sock, ws, logs)
+    live = LiveServer(server(uvicorn_config), sock, ws, logs)
     for logger in loggers:
         logger.addHandler(logs)
         if logger.getEffectiveLevel() > logging.INFO:

@@ -193,3 +193,60 @@ async def test_a_client_gone_during_the_apps_denial_response_is_reported_as_the_
     with pytest.raises(OSError, match="gone"):
         await app(make_scope(extensions={"websocket.http.response": {}}), transport.receive, transport.send)
     assert closes == [(CloseCode.ABNORMAL, "", ClosedBy.CLIENT)]
+
+
+# --- WebSocketApp.connections: what a graceful shutdown closes ------------------------------------
+
+
+async def test_app_connections_lists_running_endpoints_and_forgets_them_however_they_end() -> None:
+    seen: list[tuple[WebSocket, ...]] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        seen.append(app.connections)
+        await websocket.accept()
+        if websocket.query_params.get("fail"):
+            raise LookupError("the app failed")
+
+    app = toolkit.WebSocketApp(endpoint)
+    transport = Transport([connect()])
+    await app(make_scope(), transport.receive, transport.send)
+    transport = Transport([connect()])
+    with pytest.raises(LookupError):
+        await app(make_scope(query_string=b"fail=1"), transport.receive, transport.send)
+    assert [len(connections) for connections in seen] == [1, 1]
+    assert seen[0][0] is not seen[1][0]
+    assert app.connections == ()
+
+
+async def test_closing_an_app_connection_from_another_task_ends_its_endpoint() -> None:
+    """What toolkit_demo's shutdown does: close each of app.connections with 1001 while the endpoint reads."""
+    to_app, incoming = anyio.create_memory_object_stream[toolkit.Message](10)
+    sent: list[toolkit.Message] = []
+    ended: list[int] = []
+
+    async def send(message: toolkit.Message) -> None:
+        sent.append(message)
+        if message["type"] == "websocket.close":
+            await to_app.send(disconnect(1001))  # the client answers the close
+
+    reading = anyio.Event()
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        reading.set()
+        try:
+            await websocket.receive_text()
+        except toolkit.WebSocketDisconnect as gone:
+            ended.append(gone.code)
+
+    app = toolkit.WebSocketApp(endpoint)
+    await to_app.send(connect())
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks, incoming, to_app:
+            tasks.start_soon(app, make_scope(), incoming.receive, send)
+            await reading.wait()
+            [websocket] = app.connections
+            await websocket.close(CloseCode.GOING_AWAY.value, "going away")
+    assert sent[-1] == {"type": "websocket.close", "code": 1001, "reason": "going away"}
+    assert ended == [1001]
+    assert app.connections == ()

@@ -23,19 +23,34 @@ class WebSocketApp:
     HTTP requests get 426 Upgrade Required; lifespan events are acknowledged.
     """
 
-    __slots__ = ("endpoint", "plugins")
+    __slots__ = ("_open", "endpoint", "plugins")
 
     def __init__(
         self, endpoint: Callable[[WebSocket], Awaitable[None]], *, plugins: PluginManager | None = None
     ) -> None:
         self.endpoint: Callable[[WebSocket], Awaitable[None]] = endpoint
         self.plugins: PluginManager | None = plugins
+        self._open: dict[WebSocket, None] = {}  # insertion-ordered set
+
+    @property
+    def connections(self) -> tuple[WebSocket, ...]:
+        """The connections whose endpoint is running now, oldest first.
+
+        For a graceful shutdown: close each (``await websocket.close(1001)``) before the
+        server stops. ``close()`` from another task is safe: the endpoint's next send
+        raises ``WebSocketDisconnected`` and its receive returns the client's reply.
+        """
+        return tuple(self._open)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "websocket":
             async with WebSocket(scope, receive, send, plugins=self.plugins) as websocket:
-                await self.endpoint(websocket)
+                self._open[websocket] = None
+                try:
+                    await self.endpoint(websocket)
+                finally:
+                    del self._open[websocket]
         elif kind == "http":
             body = b"This endpoint speaks WebSocket only."
             headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]

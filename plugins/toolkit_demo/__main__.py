@@ -1,7 +1,8 @@
 """``python -m toolkit_demo [--host 127.0.0.1] [--port 8000] [--log-level info]``: serve the demo chat with uvicorn.
 
-Prints the page's address and a fresh token per person, then serves until Ctrl+C.
-``--port 0`` picks a free port (the banner shows which).
+Prints the page's address and a fresh token per person, then serves until Ctrl+C, which closes
+every chat connection with 1001 "going away" and stops within a few seconds (toolkit_demo/_server.py
+has the server's limits). ``--port 0`` picks a free port (the banner shows which).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from typing import Any
 
 try:  # uvicorn serves the demo, and needs websockets for its WebSocket protocol
-    import uvicorn
+    import uvicorn  # noqa: F401
     import websockets  # noqa: F401
     from uvicorn.config import LOGGING_CONFIG
 except ModuleNotFoundError as _missing:
@@ -22,7 +23,12 @@ except ModuleNotFoundError as _missing:
         name=_missing.name,
     ) from _missing
 
+from starlette.routing import WebSocketRoute
+
+from toolkit import WebSocketApp
+
 from ._app import create_app, demo_tokens, local_origins, log_filter
+from ._server import DemoServer, server_config
 
 __all__ = ["main"]
 
@@ -88,10 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print("\n".join(lines), flush=True)
 
-    config = uvicorn.Config(
-        app, log_config=_log_config(args.log_level), log_level=args.log_level, ws="websockets-sansio", lifespan="off"
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    config = server_config(app, log_config=_log_config(args.log_level), log_level=args.log_level)
+    chats = [route.app for route in app.routes if isinstance(route, WebSocketRoute)]
+    DemoServer(config, [chat for chat in chats if isinstance(chat, WebSocketApp)]).run(sockets=[sock])
     return 0
 
 

@@ -2203,3 +2203,35 @@ async def test_send_reports_a_close_made_inside_the_hook_when_a_later_hook_fails
     assert [close[:2] for close in recorder.closes()] == [(4000, "kicked")]
     [record] = errors(caplog)
     assert record.getMessage() == "plugin 'Fails' failed in ws_send: raised"
+
+
+# --- the core's message counters (what toolkit_otel reads instead of hooking every message) -------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_message_counters_count_what_arrived_and_what_went_out(mode: Mode) -> None:
+    """Received: every data message from the client, one a hook drops included. Sent: what the server took."""
+    sockets: list[WebSocket] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        sockets.append(websocket)
+        await websocket.accept()
+        assert (websocket.messages_received, websocket.messages_sent) == (0, 0)  # the accept is not data
+        await websocket.send_text(await websocket.receive_text())  # "a"; the dropped "skip" is never delivered
+        await websocket.send_bytes(await websocket.receive_bytes())
+        await websocket.send_text("skip")  # dropped by the ws_send hook: not sent
+        await websocket.close()
+
+    _, plugins = plugins_for(mode, "ws_receive", None)  # a keeping hook, sync, async or wrapped
+
+    class DropSkip(toolkit.Plugin):
+        def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> toolkit.ReceiveResult:
+            return DROP if data == "skip" else None
+
+        def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> toolkit.MessageResult:
+            return DROP if data == "skip" else None
+
+    transport = await serve(endpoint, DropSkip(), *plugins, incoming=[text("a"), text("skip"), binary(b"b")])
+    [websocket] = sockets
+    assert (websocket.messages_received, websocket.messages_sent) == (3, 2)
+    assert transport.sent_types().count("websocket.send") == 2

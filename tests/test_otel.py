@@ -102,10 +102,8 @@ async def test_an_echoed_connection_has_one_server_span_and_its_metrics(telemetr
         "websocket.close.code": 1001,
         "websocket.close.reason": "bye",
         "websocket.closed_by": "client",
-        "websocket.messages.received": 2,
+        "websocket.messages.received": 2,  # counted by the core: no per-message hook by default
         "websocket.messages.sent": 2,
-        "websocket.bytes.received": 9,  # "héllo" is 6 bytes in UTF-8, then 3
-        "websocket.bytes.sent": 9,
     }
     assert span.status.status_code is StatusCode.UNSET
     route = {"http.route": ROUTE}
@@ -116,10 +114,25 @@ async def test_an_echoed_connection_has_one_server_span_and_its_metrics(telemetr
     assert telemetry.points("websocket.server.handshakes.denied") == {}
     receive, transmit = {**route, "network.io.direction": "receive"}, {**route, "network.io.direction": "transmit"}
     assert telemetry.points("websocket.server.messages") == {freeze(receive): 2, freeze(transmit): 2}
-    assert telemetry.points("websocket.server.io") == {freeze(receive): 9, freeze(transmit): 9}
+    assert telemetry.points("websocket.server.io") == {}  # opt-in: message_sizes
     ((count, _),) = telemetry.points("websocket.server.connection.duration").values()
     assert count == 1
     assert telemetry.points("websocket.server.message.size") == {}  # opt-in
+    assert "ws_receive" not in plugin.__class__.__dict__  # and it costs no hook call per message
+
+
+@MODES
+async def test_message_sizes_adds_the_bytes_each_way(telemetry: Telemetry, middleware: bool) -> None:
+    plugin = telemetry.plugin(route=ROUTE, message_sizes=True)
+    assert isinstance(plugin, WebSocketTelemetry)
+    await serve([plugin], [text("héllo"), binary(b"\x00\x01\x02"), disconnect(1001, "bye")], middleware=middleware)
+    (span,) = telemetry.spans()
+    attributes = dict(span.attributes or {})
+    assert (attributes["websocket.bytes.received"], attributes["websocket.bytes.sent"]) == (9, 9)  # "héllo": 6 bytes
+    assert (attributes["websocket.messages.received"], attributes["websocket.messages.sent"]) == (2, 2)
+    route = {"http.route": ROUTE}
+    receive, transmit = {**route, "network.io.direction": "receive"}, {**route, "network.io.direction": "transmit"}
+    assert telemetry.points("websocket.server.io") == {freeze(receive): 9, freeze(transmit): 9}
 
 
 async def test_counts_are_read_while_the_connection_is_open(telemetry: Telemetry) -> None:
@@ -212,8 +225,6 @@ async def test_a_denied_handshake_ends_its_span_with_the_status_and_the_denying_
         "websocket.plugin": "Gate",
         "websocket.messages.received": 0,
         "websocket.messages.sent": 0,
-        "websocket.bytes.received": 0,
-        "websocket.bytes.sent": 0,
     }
     assert span.status.status_code is StatusCode.UNSET  # a 4xx is the client's problem, not the server's
     assert telemetry.points("websocket.server.handshakes.denied") == {
@@ -407,8 +418,6 @@ async def test_time_hooks_records_each_hook_of_each_plugin(telemetry: Telemetry)
     }
     assert counts == {
         "Keep.ws_receive": 2,
-        "WebSocketTelemetry.ws_receive": 2,
-        "WebSocketTelemetry.ws_send": 2,
         "WebSocketTelemetry.ws_close": 1,
     }
     assert all(value[1] >= 0 for value in points.values())

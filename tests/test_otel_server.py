@@ -52,7 +52,8 @@ async def test_a_real_connection_gets_its_span_continuing_the_clients_trace(
 ) -> None:
     server, switch = live
     telemetry = Telemetry()
-    switch.app = toolkit.WebSocketApp(echo, plugins=toolkit.PluginManager(telemetry.plugin(route="/ws")))
+    plugin = telemetry.plugin(route="/ws", message_sizes=True)
+    switch.app = toolkit.WebSocketApp(echo, plugins=toolkit.PluginManager(plugin))
     headers = {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}
     async with asyncio.timeout(STEP), connect(f"{server.url}/ws?room=7", additional_headers=headers) as client:
         await client.send("hello")
@@ -122,7 +123,9 @@ WORKER: Final = textwrap.dedent(
 
     bridge = PrometheusBridge()
     reader = PeriodicExportingMetricReader(bridge, export_interval_millis=60_000)
-    plugin = WebSocketTelemetry(meter_provider=MeterProvider(metric_readers=[reader]), route="/chat")
+    plugin = WebSocketTelemetry(
+        meter_provider=MeterProvider(metric_readers=[reader]), route="/chat", message_sizes=True
+    )
 
     async def echo(websocket):
         await websocket.accept()

@@ -99,6 +99,10 @@ class WebSocket(Mapping[str, Any]):
         self.plugin_state: PluginState = PluginState() if shared is None else shared
         #: A task is waiting in the server's receive (one at a time, unless relayed).
         self._receiving = False
+        #: Data messages received from the client (before any hook; dropped ones included).
+        self.messages_received: int = 0
+        #: Data messages the server took from the app (after the hooks: dropped ones not included).
+        self.messages_sent: int = 0
         #: The plugin whose result last ended a hook chain (written by toolkit/_chains.py; may be stale).
         self._chain_ender: str | None = None
         self._ended_by_plugin: str | None = None
@@ -279,6 +283,7 @@ class WebSocket(Mapping[str, Any]):
                     action = machine.received(message_type)
                     if action is not _DATA:
                         return self._client_left(message) if action is _LEFT else message
+                self.messages_received += 1
                 chain = self._receive_chain  # None after ws_close: the app is only draining
                 if chain is None:
                     return message
@@ -376,6 +381,7 @@ class WebSocket(Mapping[str, Any]):
             await self._send(message)
         except OSError:
             raise self._vanished() from None
+        self.messages_sent += 1
         return None
 
     def _vanished(self) -> WebSocketDisconnect:

@@ -125,25 +125,25 @@ class _Connection:
         "bytes_in",
         "bytes_out",
         "in_attributes",
-        "msgs_in",
-        "msgs_out",
         "out_attributes",
         "route",
         "route_attributes",
         "span",
         "started",
         "status",
+        "websocket",
     )
 
-    def __init__(self, span: Span, route: str | None) -> None:
+    def __init__(self, span: Span, route: str | None, websocket: WebSocket) -> None:
         self.span = span
         self.route = route
+        #: The connection, for its message counts (``messages_received``/``messages_sent``, kept by the core).
+        self.websocket = websocket
         self.started = time.perf_counter()
         self.accepted = False
         #: The HTTP status the client saw for a denial.
         self.status: int | None = None
-        self.msgs_in = 0
-        self.msgs_out = 0
+        #: Payload bytes each way: counted only with ``message_sizes`` (a hook call per message).
         self.bytes_in = 0
         self.bytes_out = 0
         base: dict[str, AttributeValue] = {} if route is None else {HTTP_ROUTE: route}
@@ -152,7 +152,6 @@ class _Connection:
         self.out_attributes: dict[str, AttributeValue] = {**base, IO_DIRECTION: _TRANSMIT}
 
 
-@final
 class WebSocketTelemetry(toolkit.Plugin):
     """OpenTelemetry traces and metrics for every connection of the app it is registered on.
 
@@ -162,9 +161,14 @@ class WebSocketTelemetry(toolkit.Plugin):
     - ``message_spans`` (0 to 1, default 0: off): the fraction of messages that get a span of
       their own (CONSUMER received, PRODUCER sent), each linked to the connection's span, never
       carrying the content;
-    - metrics: open connections, closes by code and side, denials by status, messages and bytes
-      each way, connection duration; with ``message_sizes``, a message-size histogram; after
-      :meth:`time_hooks`, each hook's duration per plugin.
+    - metrics: open connections, closes by code and side, denials by status, messages each way,
+      connection duration; with ``message_sizes``, payload bytes each way and a message-size
+      histogram; after :meth:`time_hooks`, each hook's duration per plugin.
+
+    By default it implements no per-message hook: message counts come from the core
+    (``WebSocket.messages_received``/``messages_sent``), so a message costs nothing more. With
+    ``message_sizes`` or ``message_spans`` the instance is one that also implements
+    ``ws_receive``/``ws_send`` (not meant for subclassing).
 
     ``route`` names the route in span names and metric attributes: a fixed template (``"/chat"``),
     or a function of the connection returning one (or None). By default the template of the route
@@ -188,6 +192,20 @@ class WebSocketTelemetry(toolkit.Plugin):
         "_totals",
         "_tracer",
     )
+
+    def __new__(
+        cls,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        route: RouteOf | None = None,
+        message_spans: float = 0.0,
+        message_sizes: bool = False,
+    ) -> WebSocketTelemetry:
+        # Per-message hooks only when something needs them (the arguments are checked in __init__).
+        if cls is WebSocketTelemetry and (message_sizes or message_spans):
+            return super().__new__(_MessageTelemetry)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -234,9 +252,10 @@ class WebSocketTelemetry(toolkit.Plugin):
         meter.create_observable_counter(
             "websocket.server.messages", [self._observe_messages], "{message}", "Data messages, each way"
         )
-        meter.create_observable_counter(
-            "websocket.server.io", [self._observe_bytes], "By", "Payload bytes of data messages, each way"
-        )
+        if message_sizes:
+            meter.create_observable_counter(
+                "websocket.server.io", [self._observe_bytes], "By", "Payload bytes of data messages, each way"
+            )
         self._message_size = (
             meter.create_histogram(
                 "websocket.server.message.size",
@@ -247,8 +266,8 @@ class WebSocketTelemetry(toolkit.Plugin):
             if message_sizes
             else None
         )
-        #: Anything to do per message beyond counting (the size histogram, message spans).
-        self._per_message = self._message_size is not None or self._message_ratio > 0
+        #: Payload bytes are measured (a hook call per message, an encode for non-ASCII text).
+        self._per_message = self._message_size is not None
         self._hook_duration = meter.create_histogram(
             "websocket.server.hook.duration",
             "s",
@@ -308,7 +327,7 @@ class WebSocketTelemetry(toolkit.Plugin):
                     attributes[port_key] = value[1]
         name = "WS" if route is None else f"WS {route}"
         span = self._tracer.start_span(name, parent, SpanKind.SERVER, attributes)
-        connection = state[self._connection] = _Connection(span, route)
+        connection = state[self._connection] = _Connection(span, route, websocket)
         self._live[id(connection)] = connection
         return connection
 
@@ -324,52 +343,6 @@ class WebSocketTelemetry(toolkit.Plugin):
             self._active.add(1, connection.route_attributes)
         return outcome
 
-    @toolkit.hookimpl(tryfirst=True)
-    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> None:
-        # tryfirst: counts what the client sent, including messages a later plugin drops or refuses.
-        # (ws_send mirrors this inline rather than through a shared helper: a call per message costs ~40 ns.)
-        connection = websocket.plugin_state.get(self._connection)
-        if connection is not None:
-            size = len(data) if isinstance(data, bytes) or data.isascii() else _size(data)
-            connection.msgs_in += 1
-            connection.bytes_in += size
-            if self._per_message:
-                self._observe_message(connection, SpanKind.CONSUMER, data, size)
-
-    @toolkit.hookimpl(trylast=True)
-    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> None:
-        # trylast: counts what goes to the client, after other plugins replaced or dropped it.
-        connection = websocket.plugin_state.get(self._connection)
-        if connection is not None:
-            size = len(data) if isinstance(data, bytes) or data.isascii() else _size(data)
-            connection.msgs_out += 1
-            connection.bytes_out += size
-            if self._per_message:
-                self._observe_message(connection, SpanKind.PRODUCER, data, size)
-
-    def _observe_message(self, connection: _Connection, kind: SpanKind, data: str | bytes, size: int) -> None:
-        """What is opt-in per message: its size in the histogram, and (sampled) a span of its own."""
-        received = kind is SpanKind.CONSUMER
-        if self._message_size is not None:
-            self._message_size.record(size, connection.in_attributes if received else connection.out_attributes)
-        if self._message_ratio and random.random() < self._message_ratio:  # noqa: S311 - sampling, not secrets
-            self._message_span(connection, kind, _RECEIVE if received else "send", data, size)
-
-    def _message_span(
-        self, connection: _Connection, kind: SpanKind, operation: str, data: str | bytes, size: int
-    ) -> None:
-        """A span for one message: a trace of its own, linked to the connection's span; never the content."""
-        attributes: dict[str, AttributeValue] = {
-            MESSAGING_OPERATION: operation,
-            MESSAGING_BODY_SIZE: size,
-            MESSAGE_TYPE: "text" if isinstance(data, str) else "binary",
-        }
-        if connection.route is not None:
-            attributes[HTTP_ROUTE] = connection.route
-        name = operation if connection.route is None else f"{operation} {connection.route}"
-        links = [Link(connection.span.get_span_context())]
-        self._tracer.start_span(name, Context(), kind, attributes, links).end()
-
     @toolkit.hookimpl(trylast=True)
     def ws_denial(self, *, websocket: WebSocket, response: DenialResponse) -> None:
         # trylast: the response as the other plugins left it. Without the server's denial
@@ -383,8 +356,8 @@ class WebSocketTelemetry(toolkit.Plugin):
         totals = self._totals.get(connection.route)
         if totals is None:
             totals = self._totals[connection.route] = [0, 0, 0, 0]
-        totals[0] += connection.msgs_in
-        totals[1] += connection.msgs_out
+        totals[0] += websocket.messages_received
+        totals[1] += websocket.messages_sent
         totals[2] += connection.bytes_in
         totals[3] += connection.bytes_out
         span = connection.span
@@ -394,11 +367,12 @@ class WebSocketTelemetry(toolkit.Plugin):
             labels[PLUGIN] = plugin
         span_attributes: dict[str, AttributeValue] = {
             CLOSED_BY: closed_by.value,
-            MESSAGES_RECEIVED: connection.msgs_in,
-            MESSAGES_SENT: connection.msgs_out,
-            BYTES_RECEIVED: connection.bytes_in,
-            BYTES_SENT: connection.bytes_out,
+            MESSAGES_RECEIVED: websocket.messages_received,
+            MESSAGES_SENT: websocket.messages_sent,
         }
+        if self._per_message:
+            span_attributes[BYTES_RECEIVED] = connection.bytes_in
+            span_attributes[BYTES_SENT] = connection.bytes_out
         if plugin is not None:
             span_attributes[PLUGIN] = plugin
         error: str | None = None
@@ -442,8 +416,8 @@ class WebSocketTelemetry(toolkit.Plugin):
             values = counts.get(connection.route)
             if values is None:
                 values = counts[connection.route] = [0, 0, 0, 0]
-            values[0] += connection.msgs_in
-            values[1] += connection.msgs_out
+            values[0] += connection.websocket.messages_received
+            values[1] += connection.websocket.messages_sent
             values[2] += connection.bytes_in
             values[3] += connection.bytes_out
         return counts
@@ -461,9 +435,62 @@ class WebSocketTelemetry(toolkit.Plugin):
         return list(self._observe(2))
 
 
+@final
+class _MessageTelemetry(WebSocketTelemetry):
+    """:class:`WebSocketTelemetry` with the per-message hooks: what ``message_sizes``/``message_spans`` make."""
+
+    __slots__ = ()
+
+    @toolkit.hookimpl(tryfirst=True)
+    def ws_receive(self, *, websocket: WebSocket, data: str | bytes) -> None:
+        # tryfirst: measures what the client sent, including messages a later plugin drops or refuses.
+        # (ws_send mirrors this inline rather than through a shared helper: a call per message costs ~40 ns.)
+        connection = websocket.plugin_state.get(self._connection)
+        if connection is not None:
+            size = len(data) if isinstance(data, bytes) or data.isascii() else _size(data)
+            connection.bytes_in += size
+            self._observe_message(connection, SpanKind.CONSUMER, data, size)
+
+    @toolkit.hookimpl(trylast=True)
+    def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> None:
+        # trylast: measures what goes to the client, after other plugins replaced or dropped it.
+        connection = websocket.plugin_state.get(self._connection)
+        if connection is not None:
+            size = len(data) if isinstance(data, bytes) or data.isascii() else _size(data)
+            connection.bytes_out += size
+            self._observe_message(connection, SpanKind.PRODUCER, data, size)
+
+    def _observe_message(self, connection: _Connection, kind: SpanKind, data: str | bytes, size: int) -> None:
+        """What is opt-in per message: its size in the histogram, and (sampled) a span of its own."""
+        received = kind is SpanKind.CONSUMER
+        if self._message_size is not None:
+            self._message_size.record(size, connection.in_attributes if received else connection.out_attributes)
+        if self._message_ratio and random.random() < self._message_ratio:  # noqa: S311 - sampling, not secrets
+            self._message_span(connection, kind, _RECEIVE if received else "send", data, size)
+
+    def _message_span(
+        self, connection: _Connection, kind: SpanKind, operation: str, data: str | bytes, size: int
+    ) -> None:
+        """A span for one message: a trace of its own, linked to the connection's span; never the content."""
+        attributes: dict[str, AttributeValue] = {
+            MESSAGING_OPERATION: operation,
+            MESSAGING_BODY_SIZE: size,
+            MESSAGE_TYPE: "text" if isinstance(data, str) else "binary",
+        }
+        if connection.route is not None:
+            attributes[HTTP_ROUTE] = connection.route
+        name = operation if connection.route is None else f"{operation} {connection.route}"
+        links = [Link(connection.span.get_span_context())]
+        self._tracer.start_span(name, Context(), kind, attributes, links).end()
+
+
 def _subprotocol(subprotocol: str) -> str:
     # Browsers carry tokens in Sec-WebSocket-Protocol. The toolkit never echoes one back, but an
     # app could: a long or JWT-shaped value is not recorded.
     if len(subprotocol) > _MAX_SUBPROTOCOL or subprotocol.startswith("eyJ"):
         return _REDACTED
     return subprotocol
+
+
+# Registered under the public class's name (plugin names appear in logs and metric attributes).
+_MessageTelemetry.__name__ = _MessageTelemetry.__qualname__ = "WebSocketTelemetry"

@@ -26,13 +26,16 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
 from toolkit_demo import MAX_MESSAGE_BYTES, create_app, local_origins
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as sync_connect
 from websockets.typing import Origin, Subprotocol
 
-from tests.server import LiveServer, SwitchableApp, run_server
+from tests.server import LiveServer, LogCapture, SwitchableApp, run_server
+from toolkit import WebSocketApp
 
 pytestmark = [pytest.mark.server, pytest.mark.anyio]
 
@@ -66,8 +69,13 @@ class Demo:
     def origin(self) -> str:
         return self.server.http_url
 
-    def mount(self, **options: Any) -> None:
-        self.switch.app = create_app(TOKENS, local_origins(self.server.port), **options)
+    def mount(self, tokens: dict[str, str] = TOKENS, **options: Any) -> None:
+        self.switch.app = create_app(tokens, local_origins(self.server.port), **options)
+
+    def switch_app(self) -> Starlette:
+        app = self.switch.app
+        assert isinstance(app, Starlette)
+        return app
 
     def client(self, token: str | None = ALICE, *, origin: str | None = "") -> connect:
         """A browser-like client: the page's Origin, and the token as a subprotocol next to ``chat.v1``."""
@@ -218,6 +226,33 @@ async def test_an_oversized_message_is_closed_1009_before_parsing(demo: Demo) ->
         await join(alice)
         await alice.send(json.dumps({"type": "say", "text": "x" * MAX_MESSAGE_BYTES}))
         assert await expect_close(alice) == (1009, "message too big")
+
+
+async def test_nothing_looks_at_an_oversized_json_message_before_the_size_limit(demo: Demo) -> None:
+    """The size limit runs first on ws_receive: the connection log (which parses JSON payloads at DEBUG, as
+    the tests run it) never sees the 0.9 MiB array that used to cost 130-150 ms of CPU to refuse."""
+    wsapp = next(route.app for route in demo.switch_app().routes if isinstance(route, WebSocketRoute))
+    assert isinstance(wsapp, WebSocketApp)
+    assert wsapp.plugins is not None
+    assert wsapp.plugins.hook_order()["ws_receive"][0].plugin_name == "MessageSizeLimit"
+
+    seen = LogCapture()
+    connection_log = logging.getLogger("toolkit_logging")
+    assert connection_log.isEnabledFor(logging.DEBUG)  # tests/conftest.py: per-message records are on
+    connection_log.addHandler(seen)
+    try:
+        async with asyncio.timeout(TEST_TIMEOUT), demo.client() as alice:
+            await join(alice)
+            many = json.dumps({"type": "say", "text": "x", "extra": list(range(150_000))})
+            assert len(many) > 900_000
+            await alice.send(many)
+            assert await expect_close(alice) == (1009, "message too big")
+        await demo.server.wait_idle(STEP)
+    finally:
+        connection_log.removeHandler(seen)
+    sizes = [getattr(r, "ws_size", None) for r in seen.records() if getattr(r, "ws_event", None) == "message"]
+    assert sizes, "the connection log recorded no message at all: the test would prove nothing"
+    assert max(s for s in sizes if s is not None) < MAX_MESSAGE_BYTES  # the join and its answer, never the array
 
 
 async def test_saying_before_joining_is_closed_1008(demo: Demo) -> None:

@@ -136,14 +136,17 @@ def create_app(
     bridge = PrometheusBridge()
     reader = PeriodicExportingMetricReader(bridge, export_interval_millis=5000)
     telemetry = WebSocketTelemetry(meter_provider=MeterProvider(metric_readers=[reader]), route=CHAT_PATH)
+    # ws_receive runs the tryfirst implementations latest-registered first: MessageSizeLimit is
+    # registered last so that it measures each message before anything else looks at it (the
+    # connection log parses JSON payloads at DEBUG, 130-150 ms of CPU for a 0.9 MiB array).
     plugins = PluginManager(
         chat_messages,  # trylast: validates what the endpoint gets, after the limits
-        MessageSizeLimit(MAX_MESSAGE_BYTES),
         RateLimit(rate, burst),
         auth,
         OriginGate(origins),  # registered after the gate, so it runs first
-        ConnectionLogger(),  # registered last, so it logs what crosses the wire
+        ConnectionLogger(),  # trylast on ws_send, first registered of those: logs what crosses the wire
         telemetry,
+        MessageSizeLimit(MAX_MESSAGE_BYTES),  # registered last: first on ws_receive
     )
     telemetry.time_hooks(plugins)
     chat = WebSocketApp(Chat(Room(queue_size), auth), plugins=plugins)

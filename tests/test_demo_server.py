@@ -23,18 +23,19 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
-from toolkit_demo import MAX_MESSAGE_BYTES, create_app, local_origins
+from toolkit_demo import CONNECTIONS_PER_PERSON, MAX_MESSAGE_BYTES, create_app, local_origins
+from toolkit_limits import ConnectionLimit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as sync_connect
 from websockets.typing import Origin, Subprotocol
 
-from tests.server import LiveServer, LogCapture, SwitchableApp, run_server
+from tests.server import LiveServer, LogCapture, SwitchableApp, run_server, wait_until
 from toolkit import WebSocketApp
 
 pytestmark = [pytest.mark.server, pytest.mark.anyio]
@@ -46,6 +47,7 @@ STEP: Final = 5.0
 TEST_TIMEOUT: Final = 20.0
 #: uvicorn's websockets-sansio logs this after every denial sent through the denial extension.
 SANSIO_DENIAL_NOISE: Final = "ASGI callable returned without completing handshake."
+P = TypeVar("P")
 
 
 @pytest.fixture
@@ -71,6 +73,14 @@ class Demo:
 
     def mount(self, tokens: dict[str, str] = TOKENS, **options: Any) -> None:
         self.switch.app = create_app(tokens, local_origins(self.server.port), **options)
+
+    def plugin(self, kind: type[P]) -> P:
+        """The mounted chat's plugin of type ``kind``."""
+        wsapp = next(route.app for route in self.switch_app().routes if isinstance(route, WebSocketRoute))
+        assert isinstance(wsapp, WebSocketApp)
+        assert wsapp.plugins is not None
+        (found,) = [plugin for _, plugin in wsapp.plugins.list_name_plugin() if isinstance(plugin, kind)]
+        return found
 
     def switch_app(self) -> Starlette:
         app = self.switch.app
@@ -219,6 +229,32 @@ async def test_defaults_allow_a_burst_of_ten(demo: Demo) -> None:
         for n in range(9):
             await alice.send(json.dumps({"type": "say", "text": f"quick {n}"}))
         assert [(await recv(alice))["text"] for _ in range(9)] == [f"quick {n}" for n in range(9)]
+
+
+async def test_one_person_may_hold_ten_connections_and_the_rest_are_denied_429(demo: Demo) -> None:
+    """150 connections with one token at once: 10 are accepted, the others get 429; bob is not counted against
+    alice, and a connection that ends gives its place back."""
+    async with asyncio.timeout(TEST_TIMEOUT), contextlib.AsyncExitStack() as stack:
+
+        async def attempt(token: str) -> ClientConnection | tuple[int, bytes]:
+            try:
+                return await stack.enter_async_context(demo.client(token))
+            except InvalidStatus as refused:
+                return refused.response.status_code, bytes(refused.response.body or b"")
+
+        outcomes = await asyncio.gather(*(attempt(ALICE) for _ in range(150)))
+        held = [conn for conn in outcomes if isinstance(conn, ClientConnection)]
+        assert len(held) == CONNECTIONS_PER_PERSON
+        assert {denial for denial in outcomes if isinstance(denial, tuple)} == {(429, b"too many connections")}
+        assert (await join(held[0]))["members"] == ["alice"]  # the accepted ones work
+        async with demo.client(BOB) as bob:
+            assert (await join(bob))["members"] == ["alice", "bob"]
+        limit = demo.plugin(ConnectionLimit)
+        assert limit.count("alice") == CONNECTIONS_PER_PERSON
+        await held[-1].close()
+        await wait_until(lambda: limit.count("alice") == CONNECTIONS_PER_PERSON - 1, STEP, "alice's place back")
+        async with demo.client(ALICE) as again:
+            assert (await join(again))["you"] is True
 
 
 async def test_an_oversized_message_is_closed_1009_before_parsing(demo: Demo) -> None:

@@ -17,6 +17,7 @@ except ModuleNotFoundError as _missing:
 
 from ._app import (
     CHAT_PATH,
+    CONNECTIONS_PER_PERSON,
     MAX_MESSAGE_BYTES,
     NAMES,
     STATIC,
@@ -46,6 +47,7 @@ from ._chat import (
 
 __all__ = [
     "CHAT_PATH",
+    "CONNECTIONS_PER_PERSON",
     "MAX_MESSAGE_BYTES",
     "MAX_TEXT",
     "NAMES",

@@ -18,7 +18,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from toolkit_auth import AuthGate, CredentialLocations, OriginGate, StaticTokens, Subprotocol
-from toolkit_limits import MessageSizeLimit, RateLimit
+from toolkit_limits import ConnectionLimit, MessageSizeLimit, RateLimit
 from toolkit_logging import DEFAULT_REDACT_HEADERS, DEFAULT_REDACT_KEYS, ConnectionLogger, RedactingFilter
 from toolkit_messages import asyncapi
 from toolkit_otel import WebSocketTelemetry
@@ -30,6 +30,7 @@ from ._chat import SUBPROTOCOL, Chat, Room, chat_messages
 
 __all__ = [
     "CHAT_PATH",
+    "CONNECTIONS_PER_PERSON",
     "MAX_MESSAGE_BYTES",
     "NAMES",
     "STATIC",
@@ -48,6 +49,8 @@ STATIC: Final = Path(__file__).parent / "static"
 NAMES: Final = ("alice", "bob", "carol")
 #: Inbound messages over this many UTF-8 bytes close the connection (1009) before anything parses them.
 MAX_MESSAGE_BYTES: Final = 4096
+#: How many connections one person (one authenticated name) may have open at once: tabs, devices.
+CONNECTIONS_PER_PERSON: Final = 10
 #: The chat's WebSocket path.
 CHAT_PATH: Final = "/ws"
 #: The prefix of the subprotocol that carries the token: the page offers ``["chat.v1", "bearer.<token>"]``.
@@ -120,6 +123,7 @@ def create_app(
     rate: float = 5.0,
     burst: int = 10,
     queue_size: int = 64,
+    connections_per_person: int = CONNECTIONS_PER_PERSON,
 ) -> Starlette:
     """The demo app: ``/`` the page, ``/static/...`` its files, ``/ws`` the chat, ``/asyncapi.json`` its description,
     ``/metrics`` the chat's metrics in Prometheus' text format (summed over workers in multiprocess mode).
@@ -127,7 +131,8 @@ def create_app(
     ``tokens`` maps each token to the name of the person it lets in (see :func:`demo_tokens`);
     ``origins`` lists the pages allowed to connect (see :func:`local_origins`). Each connection
     may send ``burst`` messages at once, then ``rate`` per second, and may fall ``queue_size``
-    messages behind before it is disconnected.
+    messages behind before it is disconnected. One person may have ``connections_per_person``
+    connections open at once; the next is denied with 429 "too many connections".
     """
     origins = list(origins)  # used twice
     auth = AuthGate(StaticTokens(dict(tokens)), sources=TOKEN_SOURCES)
@@ -144,6 +149,8 @@ def create_app(
         RateLimit(rate, burst),
         auth,
         OriginGate(origins),  # registered after the gate, so it runs first
+        # trylast on ws_accept: counts only connections the gates let in, by the name the token gave.
+        ConnectionLimit(max_per_key=connections_per_person, key=auth.principal),
         ConnectionLogger(),  # trylast on ws_send, first registered of those: logs what crosses the wire
         telemetry,
         MessageSizeLimit(MAX_MESSAGE_BYTES),  # registered last: first on ws_receive

@@ -154,9 +154,9 @@ async def test_two_people_join_and_see_each_others_messages(demo: Demo) -> None:
     async with asyncio.timeout(TEST_TIMEOUT):
         async with demo.client(ALICE) as alice, demo.client(BOB) as bob:
             assert alice.subprotocol == "chat.v1"  # never the token entry
-            assert await join(alice) == {"type": "joined", "name": "alice", "members": ["alice"], "you": True}
-            assert await join(bob) == {"type": "joined", "name": "bob", "members": ["alice", "bob"], "you": True}
-            assert await recv(alice) == {"type": "joined", "name": "bob", "members": ["alice", "bob"], "you": False}
+            assert await join(alice) == {"type": "joined", "name": "alice", "members": ["alice"]}
+            assert await join(bob) == {"type": "joined", "name": "bob", "members": ["alice", "bob"]}
+            assert await recv(alice) == {"type": "members", "members": ["alice", "bob"]}
 
             await alice.send(json.dumps({"type": "say", "text": "  hi bob <b>  "}))
             said = {"type": "said", "name": "alice", "text": "hi bob <b>"}  # stripped, never rewritten otherwise
@@ -167,7 +167,7 @@ async def test_two_people_join_and_see_each_others_messages(demo: Demo) -> None:
             assert await recv(bob) == {"type": "said", "name": "bob", "text": "héllo ✓"}
 
             await bob.close()
-            assert await recv(alice) == {"type": "left", "name": "bob", "members": ["alice"]}
+            assert await recv(alice) == {"type": "members", "members": ["alice"]}
 
 
 @pytest.mark.parametrize(
@@ -209,7 +209,7 @@ async def test_a_page_from_another_origin_is_refused_with_403(demo: Demo, origin
         assert await expect_rejected(demo, origin=origin) == (403, b"forbidden origin")
         # ... even with a valid token: the Origin gate runs before the token gate.
         async with demo.client(origin=f"http://localhost:{demo.server.port}") as alice:
-            assert (await join(alice))["you"] is True
+            assert (await join(alice))["name"] == "alice"
 
 
 async def test_a_flood_is_closed_1008_after_the_burst(demo: Demo) -> None:
@@ -254,7 +254,7 @@ async def test_one_person_may_hold_ten_connections_and_the_rest_are_denied_429(d
         await held[-1].close()
         await wait_until(lambda: limit.count("alice") == CONNECTIONS_PER_PERSON - 1, STEP, "alice's place back")
         async with demo.client(ALICE) as again:
-            assert (await join(again))["you"] is True
+            assert (await join(again))["name"] == "alice"
 
 
 async def test_an_oversized_message_is_closed_1009_before_parsing(demo: Demo) -> None:
@@ -304,8 +304,8 @@ async def test_joining_twice_only_repeats_the_welcome(demo: Demo) -> None:
     async with asyncio.timeout(TEST_TIMEOUT), demo.client() as alice, demo.client(BOB) as bob:
         await join(alice)
         await join(bob)
-        await recv(alice)  # bob joined
-        assert await join(bob) == {"type": "joined", "name": "bob", "members": ["alice", "bob"], "you": True}
+        await recv(alice)  # the members, bob among them
+        assert await join(bob) == {"type": "joined", "name": "bob", "members": ["alice", "bob"]}
         await bob.send('{"type":"say","text":"once"}')
         assert await recv(alice) == {"type": "said", "name": "bob", "text": "once"}  # no second "joined"
 
@@ -410,7 +410,6 @@ def test_python_m_toolkit_demo_prints_links_and_serves_them(tmp_path: Path) -> N
                 "type": "joined",
                 "name": "bob",
                 "members": ["bob"],
-                "you": True,
             }
         wrong = [Subprotocol("chat.v1"), Subprotocol("bearer.nope")]
         with (

@@ -26,7 +26,7 @@ from toolkit_otel.prometheus import CONTENT_TYPE, PrometheusBridge, scrape
 
 from toolkit import PluginManager, WebSocketApp
 
-from ._chat import SUBPROTOCOL, Chat, Room, chat_messages
+from ._chat import OUTBOX_BYTES, SUBPROTOCOL, Chat, Room, chat_messages
 
 __all__ = [
     "CHAT_PATH",
@@ -122,7 +122,7 @@ def create_app(
     *,
     rate: float = 5.0,
     burst: int = 10,
-    queue_size: int = 64,
+    outbox_bytes: int = OUTBOX_BYTES,
     connections_per_person: int = CONNECTIONS_PER_PERSON,
 ) -> Starlette:
     """The demo app: ``/`` the page, ``/static/...`` its files, ``/ws`` the chat, ``/asyncapi.json`` its description,
@@ -130,8 +130,9 @@ def create_app(
 
     ``tokens`` maps each token to the name of the person it lets in (see :func:`demo_tokens`);
     ``origins`` lists the pages allowed to connect (see :func:`local_origins`). Each connection
-    may send ``burst`` messages at once, then ``rate`` per second, and may fall ``queue_size``
-    messages behind before it is disconnected. One person may have ``connections_per_person``
+    may send ``burst`` messages at once, then ``rate`` per second, and may fall ``outbox_bytes``
+    bytes of messages behind before it is disconnected (who is in the room is merged, and never
+    counts against it). One person may have ``connections_per_person``
     connections open at once; the next is denied with 429 "too many connections".
     """
     origins = list(origins)  # used twice
@@ -156,7 +157,7 @@ def create_app(
         MessageSizeLimit(MAX_MESSAGE_BYTES),  # registered last: first on ws_receive
     )
     telemetry.time_hooks(plugins)
-    chat = WebSocketApp(Chat(Room(queue_size), auth), plugins=plugins)
+    chat = WebSocketApp(Chat(Room(outbox_bytes), auth), plugins=plugins)
     # The servers are the origins the page is served from, as WebSocket URLs: never the request's Host.
     servers = [re.sub(r"^http", "ws", origin) for origin in origins]
     document = json.dumps(asyncapi_document(servers), separators=(",", ":")).encode("utf-8")

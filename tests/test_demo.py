@@ -18,9 +18,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from starlette.exceptions import StarletteDeprecationWarning
 from toolkit_demo import (
     CHAT_PATH,
+    OUTBOX_BYTES,
     Joined,
-    Left,
     Member,
+    Members,
     Room,
     Said,
     asyncapi_document,
@@ -54,67 +55,138 @@ def make_room() -> Iterator[Callable[[int], Room]]:
         member.close()
 
 
-def drain(inbox: MemoryObjectReceiveStream[Joined | Said | Left]) -> list[Joined | Said | Left]:
-    messages = []
-    while True:
-        try:
-            messages.append(inbox.receive_nowait())
-        except anyio.WouldBlock:
-            return messages
+async def drain(room: Room, member: Member) -> list[Joined | Said | Members]:
+    """What the member's writer would send now, as it would send it (a presence mark becomes a snapshot)."""
+    sent: list[Joined | Said | Members] = []
+    for _ in range(len(member.pending())):
+        message = await member.next()
+        sent.append(room.snapshot() if message is None else message)
+    assert member.queued_bytes == 0
+    return sent
 
 
-async def test_join_tells_the_joiner_and_the_others_apart(make_room: Callable[[int], Room]) -> None:
-    room = make_room(8)
+def wire_size(message: Joined | Said) -> int:
+    return len(message.model_dump_json().encode())
+
+
+async def test_join_welcomes_the_joiner_and_marks_the_others_once_per_new_name(
+    make_room: Callable[[int], Room],
+) -> None:
+    room = make_room(OUTBOX_BYTES)
     alice, bob, alice_again = room.member("alice"), room.member("bob"), room.member("alice")
     room.join(alice)
     room.join(bob)
-    room.join(alice_again)  # a second tab: one name in the list
-    assert drain(alice.inbox) == [
-        Joined(name="alice", members=["alice"], you=True),
-        Joined(name="bob", members=["alice", "bob"]),
-        Joined(name="alice", members=["alice", "bob"]),
+    assert await drain(room, alice) == [
+        Joined(name="alice", members=["alice"]),
+        Members(members=["alice", "bob"]),  # rendered when sent: the room as it is then
     ]
-    assert drain(bob.inbox) == [
-        Joined(name="bob", members=["alice", "bob"], you=True),
-        Joined(name="alice", members=["alice", "bob"]),
-    ]
-    assert drain(alice_again.inbox) == [Joined(name="alice", members=["alice", "bob"], you=True)]
+    room.join(alice_again)  # a second tab: no new name, nobody else is told
+    assert await drain(room, alice) == []
+    assert await drain(room, bob) == [Joined(name="bob", members=["alice", "bob"])]
+    assert await drain(room, alice_again) == [Joined(name="alice", members=["alice", "bob"])]
+    room.leave(alice)  # alice is still there in another tab
+    assert await drain(room, bob) == []
+    room.leave(alice_again)
+    assert await drain(room, bob) == [Members(members=["bob"])]
 
 
-async def test_leave_tells_the_others_once_and_closes_the_outbox(make_room: Callable[[int], Room]) -> None:
-    room = make_room(8)
+async def test_a_crowd_arriving_and_leaving_is_one_mark_in_each_outbox(make_room: Callable[[int], Room]) -> None:
+    room = make_room(OUTBOX_BYTES)
+    watcher = room.member("watcher")
+    room.join(watcher)
+    await drain(room, watcher)
+    crowd = [room.member(f"person{n:03}") for n in range(100)]
+    for member in crowd:
+        room.join(member)
+    assert watcher.pending() == [None]  # one mark for 100 arrivals, and no byte of the budget
+    assert watcher.queued_bytes == 0
+    room.broadcast(Said(name="person000", text="hi"))
+    for member in crowd:
+        room.leave(member)
+    # Still one mark, ahead of the "said": when sent, it shows the room as it is then, the crowd gone.
+    assert watcher.pending() == [None, Said(name="person000", text="hi")]
+    assert await drain(room, watcher) == [Members(members=["watcher"]), Said(name="person000", text="hi")]
+    room.join(room.member("late"))  # once sent, the next change gets a mark of its own
+    assert await drain(room, watcher) == [Members(members=["late", "watcher"])]
+    assert not watcher.too_slow
+
+
+async def test_leave_tells_the_others_once_and_empties_the_outbox(make_room: Callable[[int], Room]) -> None:
+    room = make_room(OUTBOX_BYTES)
     alice, bob, stranger = room.member("alice"), room.member("bob"), room.member("carol")
     room.join(alice)
     room.join(bob)
-    drain(alice.inbox)
+    await drain(room, alice)
+    room.broadcast(Said(name="alice", text="bye bob"))
     room.leave(bob)
     room.leave(bob)
     room.leave(stranger)  # never joined: nobody is told
-    assert drain(alice.inbox) == [Left(name="bob", members=["alice"])]
+    assert await drain(room, alice) == [Said(name="alice", text="bye bob"), Members(members=["alice"])]
     assert bob not in room
     assert room.names() == ["alice"]
-    with pytest.raises(anyio.ClosedResourceError):
-        bob.outbox.send_nowait(Said(name="x", text="y"))
+    assert (bob.closed, bob.pending(), bob.queued_bytes) == (True, [], 0)  # nothing it held stays
+    bob.push(Said(name="x", text="y"), 10)
+    bob.presence_changed()
+    assert bob.pending() == []
+    with pytest.raises(anyio.EndOfStream):
+        await bob.next()
 
 
-async def test_a_full_outbox_marks_only_that_member_too_slow_without_waiting(make_room: Callable[[int], Room]) -> None:
-    room = make_room(2)
+async def test_an_outbox_over_its_byte_budget_marks_only_that_member_too_slow(
+    make_room: Callable[[int], Room],
+) -> None:
+    message = Said(name="alice", text="é" * 100)  # 200 bytes of text: bytes count, not characters
+    size = wire_size(message)
+    assert size == len(message.model_dump_json()) + 100
+    room = make_room(3 * size)
     fast, slow = room.member("alice"), room.member("bob")
-    room.join(slow)  # 1 message in its outbox
-    room.join(fast)  # 2: full
-    drain(fast.inbox)
-    for n in range(5):  # broadcast is sync: nothing a member does can make it wait
-        room.broadcast(Said(name="alice", text=str(n)))
-        assert drain(fast.inbox) == [Said(name="alice", text=str(n))]
+    room.join(slow)
+    room.join(fast)
+    await drain(room, slow)
+    await drain(room, fast)
+    for _ in range(3):  # broadcast is sync: nothing a member does can make it wait
+        room.broadcast(message)
+        assert await drain(room, fast) == [message]
+    assert (slow.queued_bytes, slow.too_slow) == (3 * size, False)  # exactly the budget: still in
+    for _ in range(50):
+        room.leave(room.member("carol"))
+        slow.presence_changed()  # presence never counts: merged into one mark
+    assert slow.queued_bytes == 3 * size
+    room.broadcast(message)
     assert slow.too_slow
     assert slow.scope.cancel_called  # its writer is told to let go
+    assert (slow.pending(), slow.queued_bytes) == ([], 0)  # and nothing it held stays
+    assert await drain(room, fast) == [message]
     assert not fast.too_slow
-    assert [m.type for m in drain(slow.inbox)] == ["joined", "joined"]  # nothing after it fell behind
 
 
-def test_room_size_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="queue_size"):
-        Room(queue_size=0)
+async def test_a_waiting_writer_is_woken_by_a_message_and_by_close(make_room: Callable[[int], Room]) -> None:
+    room = make_room(OUTBOX_BYTES)
+    member = room.member("alice")
+    got: list[Joined | Said | None] = []
+    ended = anyio.Event()
+
+    async def writer() -> None:
+        try:
+            while True:
+                got.append(await member.next())
+        except anyio.EndOfStream:
+            ended.set()
+
+    with anyio.fail_after(STEP):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(writer)
+            await anyio.wait_all_tasks_blocked()
+            room.join(member)
+            await anyio.wait_all_tasks_blocked()
+            assert got == [Joined(name="alice", members=["alice"])]
+            room.leave(member)
+            await ended.wait()
+
+
+def test_room_budget_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="outbox_bytes"):
+        Room(outbox_bytes=0)
 
 
 # --- the endpoint, with one client that never reads ---------------------------------------------
@@ -142,18 +214,22 @@ def said(message: Message) -> Any:
 
 
 async def test_a_stuck_client_is_closed_1013_and_the_others_carry_on() -> None:
-    app = create_app(TOKENS, local_origins(8000), queue_size=2)
+    # Room for two of alice's "said" (41 bytes each) in bob's outbox, and not three.
+    app = create_app(TOKENS, local_origins(8000), outbox_bytes=100)
     alice_in_send, alice_in = anyio.create_memory_object_stream[Message](10)
     bob_in_send, bob_in = anyio.create_memory_object_stream[Message](10)
     alice_got: list[Any] = []
     bob_closed: list[Message] = []
     bob_stuck = anyio.Event()
-    alice_left_seen = anyio.Event()
+    alice_alone = anyio.Event()
+    alice_said = [anyio.Event() for _ in range(4)]
 
     async def alice_send(message: Message) -> None:
         alice_got.append(said(message))
-        if alice_got[-1].get("type") == "left":
-            alice_left_seen.set()
+        if alice_got[-1] == {"type": "members", "members": ["alice"]}:
+            alice_alone.set()
+        if alice_got[-1].get("type") == "said":
+            alice_said[int(alice_got[-1]["text"])].set()
 
     async def bob_send(message: Message) -> None:
         if message["type"] == "websocket.send":  # a client whose socket never drains
@@ -176,17 +252,18 @@ async def test_a_stuck_client_is_closed_1013_and_the_others_carry_on() -> None:
                 await alice_in_send.send(
                     {"type": "websocket.receive", "text": json.dumps({"type": "say", "text": str(n)})}
                 )
-            await alice_left_seen.wait()
+                await alice_said[n].wait()  # alice reads promptly: her outbox never holds more than one
+            await alice_alone.wait()
             await alice_in_send.send({"type": "websocket.disconnect", "code": 1000})
 
     assert alice_got[0]["type"] == "websocket.accept"
     assert alice_got[0]["subprotocol"] == "chat.v1"
-    assert alice_got[1] == {"type": "joined", "name": "alice", "members": ["alice", "bob"], "you": True}
+    assert alice_got[1] == {"type": "joined", "name": "alice", "members": ["alice", "bob"]}
     assert [m for m in alice_got if m.get("type") == "said"] == [
         {"type": "said", "name": "alice", "text": str(n)} for n in range(4)
     ]
-    # bob's outbox (2) held alice's "joined" and the first "said": the second dropped him.
-    assert {"type": "left", "name": "bob", "members": ["alice"]} in alice_got
+    # bob's outbox (100 bytes) held the mark for alice's arrival and two "said": the third dropped him.
+    assert [m["members"] for m in alice_got if m.get("type") == "members"][-1] == ["alice"]
     assert bob_closed == [{"type": "websocket.close", "code": 1013, "reason": "too slow"}]
 
 

@@ -23,16 +23,20 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import pytest
-from toolkit_demo import MAX_MESSAGE_BYTES, create_app, local_origins
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from toolkit_demo import CONNECTIONS_PER_PERSON, MAX_MESSAGE_BYTES, create_app, local_origins
+from toolkit_limits import ConnectionLimit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as sync_connect
 from websockets.typing import Origin, Subprotocol
 
-from tests.server import LiveServer, SwitchableApp, run_server
+from tests.server import LiveServer, LogCapture, SwitchableApp, run_server, wait_until
+from toolkit import WebSocketApp
 
 pytestmark = [pytest.mark.server, pytest.mark.anyio]
 
@@ -43,6 +47,7 @@ STEP: Final = 5.0
 TEST_TIMEOUT: Final = 20.0
 #: uvicorn's websockets-sansio logs this after every denial sent through the denial extension.
 SANSIO_DENIAL_NOISE: Final = "ASGI callable returned without completing handshake."
+P = TypeVar("P")
 
 
 @pytest.fixture
@@ -66,8 +71,21 @@ class Demo:
     def origin(self) -> str:
         return self.server.http_url
 
-    def mount(self, **options: Any) -> None:
-        self.switch.app = create_app(TOKENS, local_origins(self.server.port), **options)
+    def mount(self, tokens: dict[str, str] = TOKENS, **options: Any) -> None:
+        self.switch.app = create_app(tokens, local_origins(self.server.port), **options)
+
+    def plugin(self, kind: type[P]) -> P:
+        """The mounted chat's plugin of type ``kind``."""
+        wsapp = next(route.app for route in self.switch_app().routes if isinstance(route, WebSocketRoute))
+        assert isinstance(wsapp, WebSocketApp)
+        assert wsapp.plugins is not None
+        (found,) = [plugin for _, plugin in wsapp.plugins.list_name_plugin() if isinstance(plugin, kind)]
+        return found
+
+    def switch_app(self) -> Starlette:
+        app = self.switch.app
+        assert isinstance(app, Starlette)
+        return app
 
     def client(self, token: str | None = ALICE, *, origin: str | None = "") -> connect:
         """A browser-like client: the page's Origin, and the token as a subprotocol next to ``chat.v1``."""
@@ -136,9 +154,9 @@ async def test_two_people_join_and_see_each_others_messages(demo: Demo) -> None:
     async with asyncio.timeout(TEST_TIMEOUT):
         async with demo.client(ALICE) as alice, demo.client(BOB) as bob:
             assert alice.subprotocol == "chat.v1"  # never the token entry
-            assert await join(alice) == {"type": "joined", "name": "alice", "members": ["alice"], "you": True}
-            assert await join(bob) == {"type": "joined", "name": "bob", "members": ["alice", "bob"], "you": True}
-            assert await recv(alice) == {"type": "joined", "name": "bob", "members": ["alice", "bob"], "you": False}
+            assert await join(alice) == {"type": "joined", "name": "alice", "members": ["alice"]}
+            assert await join(bob) == {"type": "joined", "name": "bob", "members": ["alice", "bob"]}
+            assert await recv(alice) == {"type": "members", "members": ["alice", "bob"]}
 
             await alice.send(json.dumps({"type": "say", "text": "  hi bob <b>  "}))
             said = {"type": "said", "name": "alice", "text": "hi bob <b>"}  # stripped, never rewritten otherwise
@@ -149,7 +167,7 @@ async def test_two_people_join_and_see_each_others_messages(demo: Demo) -> None:
             assert await recv(bob) == {"type": "said", "name": "bob", "text": "héllo ✓"}
 
             await bob.close()
-            assert await recv(alice) == {"type": "left", "name": "bob", "members": ["alice"]}
+            assert await recv(alice) == {"type": "members", "members": ["alice"]}
 
 
 @pytest.mark.parametrize(
@@ -191,7 +209,7 @@ async def test_a_page_from_another_origin_is_refused_with_403(demo: Demo, origin
         assert await expect_rejected(demo, origin=origin) == (403, b"forbidden origin")
         # ... even with a valid token: the Origin gate runs before the token gate.
         async with demo.client(origin=f"http://localhost:{demo.server.port}") as alice:
-            assert (await join(alice))["you"] is True
+            assert (await join(alice))["name"] == "alice"
 
 
 async def test_a_flood_is_closed_1008_after_the_burst(demo: Demo) -> None:
@@ -213,11 +231,64 @@ async def test_defaults_allow_a_burst_of_ten(demo: Demo) -> None:
         assert [(await recv(alice))["text"] for _ in range(9)] == [f"quick {n}" for n in range(9)]
 
 
+async def test_one_person_may_hold_ten_connections_and_the_rest_are_denied_429(demo: Demo) -> None:
+    """150 connections with one token at once: 10 are accepted, the others get 429; bob is not counted against
+    alice, and a connection that ends gives its place back."""
+    async with asyncio.timeout(TEST_TIMEOUT), contextlib.AsyncExitStack() as stack:
+
+        async def attempt(token: str) -> ClientConnection | tuple[int, bytes]:
+            try:
+                return await stack.enter_async_context(demo.client(token))
+            except InvalidStatus as refused:
+                return refused.response.status_code, bytes(refused.response.body or b"")
+
+        outcomes = await asyncio.gather(*(attempt(ALICE) for _ in range(150)))
+        held = [conn for conn in outcomes if isinstance(conn, ClientConnection)]
+        assert len(held) == CONNECTIONS_PER_PERSON
+        assert {denial for denial in outcomes if isinstance(denial, tuple)} == {(429, b"too many connections")}
+        assert (await join(held[0]))["members"] == ["alice"]  # the accepted ones work
+        async with demo.client(BOB) as bob:
+            assert (await join(bob))["members"] == ["alice", "bob"]
+        limit = demo.plugin(ConnectionLimit)
+        assert limit.count("alice") == CONNECTIONS_PER_PERSON
+        await held[-1].close()
+        await wait_until(lambda: limit.count("alice") == CONNECTIONS_PER_PERSON - 1, STEP, "alice's place back")
+        async with demo.client(ALICE) as again:
+            assert (await join(again))["name"] == "alice"
+
+
 async def test_an_oversized_message_is_closed_1009_before_parsing(demo: Demo) -> None:
     async with asyncio.timeout(TEST_TIMEOUT), demo.client() as alice:
         await join(alice)
         await alice.send(json.dumps({"type": "say", "text": "x" * MAX_MESSAGE_BYTES}))
         assert await expect_close(alice) == (1009, "message too big")
+
+
+async def test_nothing_looks_at_an_oversized_json_message_before_the_size_limit(demo: Demo) -> None:
+    """The size limit runs first on ws_receive: the connection log (which parses JSON payloads at DEBUG, as
+    the tests run it) never sees the 0.9 MiB array that used to cost 130-150 ms of CPU to refuse."""
+    wsapp = next(route.app for route in demo.switch_app().routes if isinstance(route, WebSocketRoute))
+    assert isinstance(wsapp, WebSocketApp)
+    assert wsapp.plugins is not None
+    assert wsapp.plugins.hook_order()["ws_receive"][0].plugin_name == "MessageSizeLimit"
+
+    seen = LogCapture()
+    connection_log = logging.getLogger("toolkit_logging")
+    assert connection_log.isEnabledFor(logging.DEBUG)  # tests/conftest.py: per-message records are on
+    connection_log.addHandler(seen)
+    try:
+        async with asyncio.timeout(TEST_TIMEOUT), demo.client() as alice:
+            await join(alice)
+            many = json.dumps({"type": "say", "text": "x", "extra": list(range(150_000))})
+            assert len(many) > 900_000
+            await alice.send(many)
+            assert await expect_close(alice) == (1009, "message too big")
+        await demo.server.wait_idle(STEP)
+    finally:
+        connection_log.removeHandler(seen)
+    sizes = [getattr(r, "ws_size", None) for r in seen.records() if getattr(r, "ws_event", None) == "message"]
+    assert sizes, "the connection log recorded no message at all: the test would prove nothing"
+    assert max(s for s in sizes if s is not None) < MAX_MESSAGE_BYTES  # the join and its answer, never the array
 
 
 async def test_saying_before_joining_is_closed_1008(demo: Demo) -> None:
@@ -233,8 +304,8 @@ async def test_joining_twice_only_repeats_the_welcome(demo: Demo) -> None:
     async with asyncio.timeout(TEST_TIMEOUT), demo.client() as alice, demo.client(BOB) as bob:
         await join(alice)
         await join(bob)
-        await recv(alice)  # bob joined
-        assert await join(bob) == {"type": "joined", "name": "bob", "members": ["alice", "bob"], "you": True}
+        await recv(alice)  # the members, bob among them
+        assert await join(bob) == {"type": "joined", "name": "bob", "members": ["alice", "bob"]}
         await bob.send('{"type":"say","text":"once"}')
         assert await recv(alice) == {"type": "said", "name": "bob", "text": "once"}  # no second "joined"
 
@@ -339,7 +410,6 @@ def test_python_m_toolkit_demo_prints_links_and_serves_them(tmp_path: Path) -> N
                 "type": "joined",
                 "name": "bob",
                 "members": ["bob"],
-                "you": True,
             }
         wrong = [Subprotocol("chat.v1"), Subprotocol("bearer.nope")]
         with (

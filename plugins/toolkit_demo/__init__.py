@@ -17,6 +17,7 @@ except ModuleNotFoundError as _missing:
 
 from ._app import (
     CHAT_PATH,
+    CONNECTIONS_PER_PERSON,
     MAX_MESSAGE_BYTES,
     NAMES,
     STATIC,
@@ -30,13 +31,14 @@ from ._app import (
 )
 from ._chat import (
     MAX_TEXT,
+    OUTBOX_BYTES,
     SUBPROTOCOL,
     Chat,
     Inbound,
     Join,
     Joined,
-    Left,
     Member,
+    Members,
     Outbound,
     Room,
     Said,
@@ -46,9 +48,11 @@ from ._chat import (
 
 __all__ = [
     "CHAT_PATH",
+    "CONNECTIONS_PER_PERSON",
     "MAX_MESSAGE_BYTES",
     "MAX_TEXT",
     "NAMES",
+    "OUTBOX_BYTES",
     "STATIC",
     "SUBPROTOCOL",
     "TOKEN_PREFIX",
@@ -57,8 +61,8 @@ __all__ = [
     "Inbound",
     "Join",
     "Joined",
-    "Left",
     "Member",
+    "Members",
     "Outbound",
     "Room",
     "Said",

@@ -1,19 +1,21 @@
 """The chat: its messages, the room, and the endpoint that runs one connection.
 
-The room never waits for a connection. Each member has a bounded outbox that the
-member's own writer task drains; a broadcast puts the message in every outbox
-without awaiting, and a member whose outbox is full is marked too slow and
-disconnected, so one slow client never holds up the others.
+The room never waits for a connection. Each member has an outbox, bounded in bytes, that the
+member's own writer task drains; a broadcast puts the message in every outbox without
+awaiting, and a member whose outbox would go over its budget is marked too slow and
+disconnected, so one slow client never holds up the others. Presence (who is in the room)
+is never queued per change: a member has at most one "members changed" mark pending, which
+its writer turns into the room's members as they are then.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Annotated, ClassVar, Final, Literal, TypeAlias
 
 import anyio
 from anyio import CancelScope
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from toolkit_auth import AuthGate
 from toolkit_messages import Channel, Messages
@@ -22,14 +24,15 @@ from toolkit import Close, CloseCode, WebSocket, WebSocketDisconnect, WebSocketD
 
 __all__ = [
     "MAX_TEXT",
+    "OUTBOX_BYTES",
     "SUBPROTOCOL",
     "Chat",
     "ChatChannel",
     "Inbound",
     "Join",
     "Joined",
-    "Left",
     "Member",
+    "Members",
     "Outbound",
     "Room",
     "Said",
@@ -41,6 +44,8 @@ __all__ = [
 SUBPROTOCOL: Final = "chat.v1"
 #: The longest message, in characters, after surrounding whitespace is stripped.
 MAX_TEXT: Final = 500
+#: The bytes of messages a member's outbox may hold: over a hundred messages of 500 four-byte characters.
+OUTBOX_BYTES: Final = 256 * 1024
 #: Close for a member whose outbox overflowed: "try again later" (1013).
 TOO_SLOW: Final = Close.of(CloseCode.TRY_AGAIN_LATER, "too slow")
 #: Close for a ``say`` before ``join``: a policy violation (1008).
@@ -66,12 +71,11 @@ class Say(BaseModel):
 
 
 class Joined(BaseModel):
-    """``name`` joined; ``you`` is true in the copy sent to the one who joined."""
+    """Sent to the one who joined (or joined again): you are ``name``, and ``members`` are in the room."""
 
     type: Literal["joined"] = "joined"
     name: str
     members: list[str]
-    you: bool = False
 
 
 class Said(BaseModel):
@@ -82,92 +86,174 @@ class Said(BaseModel):
     text: str
 
 
-class Left(BaseModel):
-    """Sent to everyone still in the room when ``name`` leaves; ``members`` is who is left."""
+class Members(BaseModel):
+    """Who is in the room now, sorted, each name once: sent to every member when it changed.
 
-    type: Literal["left"] = "left"
-    name: str
+    Arrivals and departures are merged: a member gets the room as it is when its connection is ready
+    for the next message, never one message per arrival, so a crowd arriving at once costs each member
+    one snapshot, not a hundred messages.
+    """
+
+    type: Literal["members"] = "members"
     members: list[str]
 
 
 #: What a client may send, told apart by ``type``.
 Inbound: TypeAlias = Annotated[Join | Say, Field(discriminator="type")]
 #: What the chat sends, told apart by ``type``.
-Outbound: TypeAlias = Annotated[Joined | Said | Left, Field(discriminator="type")]
+Outbound: TypeAlias = Annotated[Joined | Said | Members, Field(discriminator="type")]
 #: The chat's message plugin. Bad input gets toolkit_messages' error message ({"type":"error",...})
 #: and the connection stays.
 chat_messages: Final = Messages(Inbound, Outbound)
-ChatChannel: TypeAlias = Channel[Join | Say, Joined | Said | Left]
+ChatChannel: TypeAlias = Channel[Join | Say, Joined | Said | Members]
 
 
 # --- the room -------------------------------------------------------------------------------------
 
 
+def _size(message: Joined | Said) -> int:
+    """The bytes ``message`` takes on the wire (as JSON, UTF-8), which is what an outbox budgets."""
+    return len(message.model_dump_json().encode("utf-8"))  # non-ASCII stays as is: bytes, not characters
+
+
 @dataclass(eq=False)
 class Member:
-    """One connection in the room: its name and its bounded outbox."""
+    """One connection in the room: its name and its outbox, bounded in bytes.
+
+    The outbox holds the messages for the member's writer to send, in order, and at most one
+    "members changed" mark, which the writer turns into the room's members as they are when it
+    gets there: presence is merged, never queued per change, and counts nothing against the budget.
+    """
 
     name: str
-    outbox: MemoryObjectSendStream[Joined | Said | Left]
-    inbox: MemoryObjectReceiveStream[Joined | Said | Left]
-    #: Set when the outbox overflowed: the writer stops and the connection closes with 1013.
-    too_slow: bool = False
+    #: The most bytes of messages the outbox may hold; a message that would go over marks the member too slow.
+    budget: int
+    #: Bytes of messages held now.
+    queued_bytes: int = field(default=0, init=False)
+    #: Set when the outbox would have gone over its budget: it is emptied, the writer stops, the connection
+    #: closes with 1013.
+    too_slow: bool = field(default=False, init=False)
+    #: Set by :meth:`close`: nothing more is queued or delivered.
+    closed: bool = field(default=False, init=False)
     #: Cancelled when the member is too slow, so a writer stuck in a send lets go.
-    scope: CancelScope = field(default_factory=anyio.CancelScope)
+    scope: CancelScope = field(default_factory=anyio.CancelScope, init=False)
+    _queue: deque[tuple[Joined | Said | None, int]] = field(default_factory=deque, init=False, repr=False)
+    _presence_queued: bool = field(default=False, init=False, repr=False)
+    _wakeup: anyio.Event | None = field(default=None, init=False, repr=False)
 
-    def push(self, message: Joined | Said | Left) -> None:
-        """Queue ``message`` without waiting; a full outbox marks the member too slow."""
-        if self.too_slow:
+    def push(self, message: Joined | Said, size: int) -> None:
+        """Queue ``message`` (``size`` bytes) without waiting; over the budget, the member is too slow."""
+        if self.closed:
             return
-        try:
-            self.outbox.send_nowait(message)
-        except anyio.WouldBlock:
+        if self.queued_bytes + size > self.budget:
             self.too_slow = True
+            self.close()  # what it held goes now, not when the connection is finally closed
             self.scope.cancel()
+            return
+        self._queue.append((message, size))
+        self.queued_bytes += size
+        self._wake()
+
+    def presence_changed(self) -> None:
+        """Someone arrived or left: one snapshot of the members is due, however many changes come before it."""
+        if self.closed or self._presence_queued:
+            return
+        self._presence_queued = True
+        self._queue.append((None, 0))
+        self._wake()
+
+    async def next(self) -> Joined | Said | None:
+        """The next thing to send, waiting for one: a message, or ``None`` for a snapshot of the members.
+
+        Raises ``anyio.EndOfStream`` once the member is closed.
+        """
+        while not self._queue:
+            if self.closed:
+                raise anyio.EndOfStream
+            self._wakeup = wakeup = anyio.Event()
+            await wakeup.wait()
+        message, size = self._queue.popleft()
+        self.queued_bytes -= size
+        if message is None:
+            self._presence_queued = False
+        return message
+
+    def pending(self) -> list[Joined | Said | None]:
+        """What the outbox holds, in order (``None``: a members snapshot is due)."""
+        return [message for message, _ in self._queue]
 
     def close(self) -> None:
-        """Close the outbox, both ends: nothing more is queued or delivered."""
-        self.outbox.close()
-        self.inbox.close()
+        """Empty the outbox and take nothing more; a writer waiting in :meth:`next` gets ``EndOfStream``."""
+        self.closed = True
+        self._queue.clear()
+        self.queued_bytes = 0
+        self._presence_queued = False
+        self._wake()
+
+    def _wake(self) -> None:
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is not None:
+            wakeup.set()
 
 
 class Room:
     """The members of one chat room, in one process. Nothing here awaits."""
 
-    def __init__(self, queue_size: int = 64) -> None:
-        if queue_size < 1:
-            raise ValueError("queue_size must be at least 1")
-        self.queue_size = queue_size
+    def __init__(self, outbox_bytes: int = OUTBOX_BYTES) -> None:
+        if outbox_bytes < 1:
+            raise ValueError("outbox_bytes must be at least 1")
+        self.outbox_bytes = outbox_bytes
         self._members: dict[Member, None] = {}  # insertion-ordered set
+        self._snapshot: Members | None = None  # the members as they are, until the next change
 
     def member(self, name: str) -> Member:
-        """A member with a fresh outbox, not in the room yet."""
-        outbox, inbox = anyio.create_memory_object_stream[Joined | Said | Left](self.queue_size)
-        return Member(name, outbox, inbox)
+        """A member with an empty outbox, not in the room yet."""
+        return Member(name, self.outbox_bytes)
 
     def join(self, member: Member) -> None:
+        """Put ``member`` in the room, welcome it, and tell the others if a new name arrived."""
+        new_name = member.name not in self.names()
         self._members[member] = None
-        member.push(Joined(name=member.name, members=self.names(), you=True))
-        self.broadcast(Joined(name=member.name, members=self.names()), exclude=member)
+        self._snapshot = None
+        self.welcome(member)
+        if new_name:
+            for other in self._members:
+                if other is not member:
+                    other.presence_changed()
+
+    def welcome(self, member: Member) -> None:
+        """Tell ``member`` who it is and who is in the room."""
+        joined = Joined(name=member.name, members=self.names())
+        member.push(joined, _size(joined))
 
     def leave(self, member: Member) -> None:
-        """Take ``member`` out (if it was in) and tell the others."""
+        """Take ``member`` out (if it was in), empty its outbox, and tell the others if a name left."""
         member.close()
         if member in self._members:
             del self._members[member]
-            self.broadcast(Left(name=member.name, members=self.names()))
+            self._snapshot = None
+            if member.name not in self.names():
+                for other in self._members:
+                    other.presence_changed()
 
     def __contains__(self, member: object) -> bool:
         return member in self._members
 
+    def snapshot(self) -> Members:
+        """Who is in the room now (one object, shared until the next change)."""
+        if self._snapshot is None:
+            self._snapshot = Members(members=sorted({member.name for member in self._members}))
+        return self._snapshot
+
     def names(self) -> list[str]:
         """Who is in the room, sorted, each name once (a person may have several tabs open)."""
-        return sorted({member.name for member in self._members})
+        return list(self.snapshot().members)
 
-    def broadcast(self, message: Joined | Said | Left, *, exclude: Member | None = None) -> None:
-        for member in self._members:
-            if member is not exclude:
-                member.push(message)
+    def broadcast(self, message: Said) -> None:
+        """Queue ``message`` for every member (measured once); a member whose outbox is full is dropped."""
+        size = _size(message)
+        for member in list(self._members):  # a push never changes the room, but be safe against it
+            member.push(message, size)
 
 
 # --- the endpoint ---------------------------------------------------------------------------------
@@ -206,7 +292,7 @@ class Chat:
         async for message in channel:
             if message.type == "join":
                 if member in self.room:
-                    member.push(Joined(name=member.name, members=self.room.names(), you=True))
+                    self.room.welcome(member)
                 else:
                     self.room.join(member)
             elif member in self.room:
@@ -218,8 +304,11 @@ class Chat:
     async def _write(self, channel: ChatChannel, member: Member, tasks: CancelScope) -> None:
         try:
             with member.scope:
-                async for message in member.inbox:
-                    await channel.send(message)
+                while True:
+                    message = await member.next()
+                    await channel.send(self.room.snapshot() if message is None else message)
+        except anyio.EndOfStream:
+            pass  # the member left the room (or was too slow): the reader ends too
         except (WebSocketDisconnect, WebSocketDisconnected):
             pass  # the client left, or the reader closed: the reader ends too
         finally:

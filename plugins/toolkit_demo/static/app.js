@@ -57,12 +57,29 @@ function addLine(className, parts) {
   item.scrollIntoView({ block: "nearest" });
 }
 
+let members = []; // who the page last showed in the room
+
 function setMembers(names) {
+  members = names;
   $("members").replaceChildren(...names.map((name) => {
     const item = document.createElement("li");
     item.textContent = name === me ? `${name} (you)` : name;
     return item;
   }));
+}
+
+// The server sends who is in the room, merged (one list for a crowd arriving at once): tell what changed.
+function membersChanged(names) {
+  const arrived = names.filter((name) => !members.includes(name));
+  const gone = members.filter((name) => !names.includes(name));
+  if (arrived.length) addLine("notice", [["span", "text", `${listed(arrived)} joined.`]]);
+  if (gone.length) addLine("notice", [["span", "text", `${listed(gone)} left.`]]);
+  setMembers(names);
+}
+
+function listed(names) {
+  if (names.length > 3) return `${names.slice(0, 3).join(", ")} and ${names.length - 3} more`;
+  return names.join(", ");
 }
 
 function describeError(message) {
@@ -76,26 +93,21 @@ function describeError(message) {
 
 function handle(message) {
   switch (message.type) {
-    case "joined":
-      if (message.you) {
-        me = message.name;
-        setStatus(`Connected as ${me}.`, "ok");
-        $("join-form").hidden = true;
-        $("chat").hidden = false;
-        setChatEnabled(true);
-        $("text").focus();
-        addLine("notice", [["span", "text", "You joined the room."]]);
-      } else {
-        addLine("notice", [["span", "text", `${message.name} joined.`]]);
-      }
+    case "joined": // the answer to our own join (and to joining again)
+      if (me === null) addLine("notice", [["span", "text", "You joined the room."]]);
+      me = message.name;
+      setStatus(`Connected as ${me}.`, "ok");
+      $("join-form").hidden = true;
+      $("chat").hidden = false;
+      setChatEnabled(true);
+      $("text").focus();
       setMembers(message.members);
       break;
     case "said":
       addLine(message.name === me ? "said mine" : "said", [["span", "who", message.name], ["span", "text", message.text]]);
       break;
-    case "left":
-      addLine("notice", [["span", "text", `${message.name} left.`]]);
-      setMembers(message.members);
+    case "members":
+      membersChanged(message.members);
       break;
     case "error":
       showError(describeError(message));

@@ -406,5 +406,7 @@ def test_the_demo_serves_its_generated_asyncapi_document() -> None:
     sent = [ref["$ref"].rsplit("/", 1)[1] for ref in document["operations"]["ws.send"]["messages"]]
     assert sorted(received) == sorted(chat_messages.json_schema()["inbound"]["discriminator"]["mapping"])
     assert sorted(sent) == sorted([*chat_messages.json_schema()["outbound"]["discriminator"]["mapping"], "error"])
+    assert sorted(sent) == ["error", "joined", "members", "said"]  # presence is one snapshot message
+    assert document["info"]["version"] == "2.0.0"  # "joined"/"left" per arrival became "members"
     said = document["components"]["messages"]["ws.said"]["payload"]
     assert said["properties"] == Said.model_json_schema(mode="serialization")["properties"]

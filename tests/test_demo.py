@@ -7,6 +7,7 @@ tests/test_demo_browser.py.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
@@ -14,10 +15,12 @@ from typing import Any, Final
 
 import anyio
 import pytest
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from starlette.exceptions import StarletteDeprecationWarning
 from toolkit_demo import (
     CHAT_PATH,
+    MAX_MESSAGE_BYTES,
     OUTBOX_BYTES,
     Joined,
     Member,
@@ -209,6 +212,19 @@ async def serve(
     await app(scope_for(token), receive, send)
 
 
+async def connect_and_join(
+    tasks: TaskGroup,
+    app: ASGIApp,
+    token: str,
+    inbound: tuple[MemoryObjectSendStream[Message], MemoryObjectReceiveStream[Message]],
+    send: Callable[[Message], Awaitable[None]],
+) -> None:
+    """Serve one client of ``app`` in ``tasks``: it connects and sends ``join``."""
+    tasks.start_soon(serve, app, token, inbound[1], send)
+    await inbound[0].send({"type": "websocket.connect"})
+    await inbound[0].send({"type": "websocket.receive", "text": '{"type":"join"}'})
+
+
 def said(message: Message) -> Any:
     return json.loads(message["text"]) if message["type"] == "websocket.send" else message
 
@@ -240,14 +256,10 @@ async def test_a_stuck_client_is_closed_1013_and_the_others_carry_on() -> None:
 
     with anyio.fail_after(STEP), alice_in_send, alice_in, bob_in_send, bob_in:
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(serve, app, "bob-token", bob_in, bob_send)
-            await bob_in_send.send({"type": "websocket.connect"})
-            await bob_in_send.send({"type": "websocket.receive", "text": '{"type":"join"}'})
+            await connect_and_join(tasks, app, "bob-token", (bob_in_send, bob_in), bob_send)
             await bob_stuck.wait()  # bob's writer hangs on its own "joined"
 
-            tasks.start_soon(serve, app, "alice-token", alice_in, alice_send)
-            await alice_in_send.send({"type": "websocket.connect"})
-            await alice_in_send.send({"type": "websocket.receive", "text": '{"type":"join"}'})
+            await connect_and_join(tasks, app, "alice-token", (alice_in_send, alice_in), alice_send)
             for n in range(4):
                 await alice_in_send.send(
                     {"type": "websocket.receive", "text": json.dumps({"type": "say", "text": str(n)})}
@@ -265,6 +277,70 @@ async def test_a_stuck_client_is_closed_1013_and_the_others_carry_on() -> None:
     # bob's outbox (100 bytes) held the mark for alice's arrival and two "said": the third dropped him.
     assert [m["members"] for m in alice_got if m.get("type") == "members"][-1] == ["alice"]
     assert bob_closed == [{"type": "websocket.close", "code": 1013, "reason": "too slow"}]
+
+
+@pytest.mark.parametrize("ending", ["size limit", "client left"])
+async def test_too_slow_landing_while_the_connection_ends_otherwise_sends_no_second_close(
+    ending: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The race of issue 13's storms: bob's connection is already ending (his own message closed it 1009, or
+    he left) when alice's messages overflow his outbox. Nothing raises, and no 1013 follows: one close
+    (the plugin's), or none at all when the client closed first, and the log says who ended it."""
+    app = create_app(TOKENS, local_origins(8000), outbox_bytes=100)
+    alice_in_send, alice_in = anyio.create_memory_object_stream[Message](10)
+    bob_in_send, bob_in = anyio.create_memory_object_stream[Message](10)
+    bob_closed: list[Message] = []
+    bob_stuck, bob_ending, alice_done = anyio.Event(), anyio.Event(), anyio.Event()
+    alice_said = [anyio.Event() for _ in range(3)]
+
+    async def alice_send(message: Message) -> None:
+        got = said(message)
+        if got.get("type") == "said":
+            alice_said[int(got["text"])].set()
+
+    async def bob_send(message: Message) -> None:
+        if message["type"] == "websocket.close":
+            bob_closed.append(message)
+        elif message["type"] == "websocket.send":  # a client whose socket never drains
+            bob_stuck.set()
+            try:
+                await anyio.sleep_forever()
+            finally:  # ... and whose connection, once cancelled, takes a while to let go
+                bob_ending.set()
+                with anyio.move_on_after(STEP, shield=True):
+                    await alice_done.wait()
+
+    caplog.set_level(logging.INFO, "toolkit_logging")
+    with anyio.fail_after(STEP), alice_in_send, alice_in, bob_in_send, bob_in:
+        async with anyio.create_task_group() as tasks:
+            await connect_and_join(tasks, app, "bob-token", (bob_in_send, bob_in), bob_send)
+            await bob_stuck.wait()  # bob's writer hangs on its own "joined"
+            await connect_and_join(tasks, app, "alice-token", (alice_in_send, alice_in), alice_send)
+
+            if ending == "size limit":  # MessageSizeLimit closes 1009, a plugin's close
+                await bob_in_send.send({"type": "websocket.receive", "text": " " * (MAX_MESSAGE_BYTES + 1)})
+            else:
+                await bob_in_send.send({"type": "websocket.disconnect", "code": 1001})
+            await bob_ending.wait()  # bob's reader has ended; his writer is letting go
+            for n in range(3):  # meanwhile alice's messages overflow bob's outbox (100 bytes: two fit)
+                await alice_in_send.send(
+                    {"type": "websocket.receive", "text": json.dumps({"type": "say", "text": str(n)})}
+                )
+                await alice_said[n].wait()
+            alice_done.set()
+            await alice_in_send.send({"type": "websocket.disconnect", "code": 1000})
+
+    closes = [
+        (vars(r)["ws_code"], vars(r)["ws_closed_by"]) for r in caplog.records if vars(r).get("ws_event") == "close"
+    ]
+    if ending == "size limit":
+        assert bob_closed == [{"type": "websocket.close", "code": 1009, "reason": "message too big"}]
+        assert (1009, "plugin") in closes
+    else:
+        assert bob_closed == []  # the client closed first: nothing more to send it
+        assert (1001, "client") in closes
+    assert (1000, "client") in closes  # alice
+    assert len(closes) == 2  # ws_close once each
 
 
 # --- python -m toolkit_demo: arguments and origins ------------------------------------------------
@@ -330,5 +406,7 @@ def test_the_demo_serves_its_generated_asyncapi_document() -> None:
     sent = [ref["$ref"].rsplit("/", 1)[1] for ref in document["operations"]["ws.send"]["messages"]]
     assert sorted(received) == sorted(chat_messages.json_schema()["inbound"]["discriminator"]["mapping"])
     assert sorted(sent) == sorted([*chat_messages.json_schema()["outbound"]["discriminator"]["mapping"], "error"])
+    assert sorted(sent) == ["error", "joined", "members", "said"]  # presence is one snapshot message
+    assert document["info"]["version"] == "2.0.0"  # "joined"/"left" per arrival became "members"
     said = document["components"]["messages"]["ws.said"]["payload"]
     assert said["properties"] == Said.model_json_schema(mode="serialization")["properties"]

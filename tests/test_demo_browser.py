@@ -5,7 +5,8 @@ Driven with Playwright's Python package and the system Chromium (``/usr/bin/chro
 launch a fresh temporary profile (``--user-data-dir``). Without Chromium these tests fail; on a
 developer machine, and never under CI, ``TOOLKIT_SKIP_BROWSER_TESTS=1`` skips them instead.
 
-A screenshot of the chat goes to test-artifacts/demo.png.
+Screenshots go to test-artifacts/: the chat (demo.png), and the page after a server stop, after Leave,
+and after the rate limit closed the connection (demo-server-stopped.png, demo-left.png, demo-rate-limited.png).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ CHROMIUM_ARGS: Final = [
     "--disable-sync",
 ]
 SKIP_VARIABLE: Final = "TOOLKIT_SKIP_BROWSER_TESTS"
-SCREENSHOT: Final = Path(__file__).parent.parent / "test-artifacts" / "demo.png"
+ARTIFACTS: Final = Path(__file__).parent.parent / "test-artifacts"
+SCREENSHOT: Final = ARTIFACTS / "demo.png"
 TOKENS: Final = {"alice-token": "alice", "bob-token": "bob"}
 #: Bound on each browser step (milliseconds), and on starting the browser.
 STEP_MS: Final = 5_000
@@ -60,15 +62,19 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def module_server() -> Iterator[LiveServer]:
-    switch = SwitchableApp()
+def switch() -> SwitchableApp:
+    return SwitchableApp()
+
+
+@pytest.fixture(scope="module")
+def module_server(switch: SwitchableApp) -> Iterator[LiveServer]:
     with run_server(switch) as server:
-        switch.app = create_app(TOKENS, local_origins(server.port))
         yield server
 
 
 @pytest.fixture
-def server(module_server: LiveServer) -> Iterator[LiveServer]:
+def server(module_server: LiveServer, switch: SwitchableApp) -> Iterator[LiveServer]:
+    switch.app = create_app(TOKENS, local_origins(module_server.port))  # a room of its own for each test
     module_server.logs.take()
     yield module_server
     errors = [r.getMessage().strip() for r in module_server.logs.take(logging.ERROR)]
@@ -196,3 +202,81 @@ def test_a_bad_token_is_refused_and_the_page_says_access_denied(
     mallory.page.fill("#token", "alice-token")  # the right one still works on the same page
     mallory.page.click("#join")
     expect(status).to_have_text("Connected as alice.")
+
+
+def screenshot(person: Person, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    person.page.screenshot(path=ARTIFACTS / name, full_page=True)
+
+
+def test_a_server_stop_is_told_in_words(browser: Browser, people: list[Person]) -> None:
+    switch = SwitchableApp()
+    with run_server(switch) as own:
+        switch.app = create_app(TOKENS, local_origins(own.port))
+        alice = new_person(people, browser)
+        alice.open(own, "alice-token")
+        expect(alice.page.locator("#status")).to_have_text("Connected as alice.")
+        own.stop()  # uvicorn closes every connection with 1012 "service restart"
+        said = "The server stopped or is restarting. Join again when it is back."
+        expect(alice.page.locator("#status")).to_have_text(said)
+        expect(alice.page.locator("#status")).to_have_class("status denied")
+        expect(alice.page.locator("#log .notice .text").last).to_have_text(said)
+        expect(alice.page.locator("#members li")).to_have_count(0)  # nobody listed: not in a room any more
+        expect(alice.page.locator("#join")).to_be_enabled()
+        screenshot(alice, "demo-server-stopped.png")
+        assert "1012" not in alice.page.locator("body").inner_text()  # words, not a bare code
+        assert alice.console_errors == []
+        assert [r.getMessage() for r in own.logs.records(logging.ERROR)] == []
+
+
+def test_after_leave_the_room_list_and_the_error_are_reset(
+    browser: Browser, server: LiveServer, people: list[Person]
+) -> None:
+    alice, bob = new_person(people, browser), new_person(people, browser)
+    alice.open(server, "alice-token")
+    bob.open(server, "bob-token")
+    expect(alice.page.locator("#members li")).to_have_text(["alice (you)", "bob"])
+    alice.say("   ")
+    expect(alice.page.locator("#error")).to_have_text("Not sent: the message is empty.")
+
+    alice.page.click("#leave")
+    expect(alice.page.locator("#status")).to_have_text("You left the chat.")
+    expect(alice.page.locator("#error")).to_be_hidden()
+    expect(alice.page.locator("#members li")).to_have_count(0)
+    expect(bob.page.locator("#members li")).to_have_text(["bob (you)"])
+    expect(bob.page.locator("#log .notice .text").last).to_have_text("alice left.")
+    screenshot(alice, "demo-left.png")
+
+    alice.page.click("#join")  # back in: a fresh list, and the welcome again
+    expect(alice.page.locator("#status")).to_have_text("Connected as alice.")
+    expect(alice.page.locator("#members li")).to_have_text(["alice (you)", "bob"])
+    expect(alice.page.locator("#log .notice .text").last).to_have_text("You joined the room.")
+    expect(bob.page.locator("#log .notice .text").last).to_have_text("alice joined.")
+    assert alice.console_errors == []
+
+
+def test_a_rate_limited_user_sees_why_and_what_became_of_their_messages(
+    browser: Browser, server: LiveServer, switch: SwitchableApp, people: list[Person]
+) -> None:
+    switch.app = create_app(TOKENS, local_origins(server.port), burst=3, rate=0.001)  # join and two says
+    alice, bob = new_person(people, browser), new_person(people, browser)
+    bob.open(server, "bob-token")
+    alice.open(server, "alice-token")
+    expect(alice.page.locator("#status")).to_have_text("Connected as alice.")
+    for text in ("one", "two", "three"):  # the third is one over the burst: closed 1008 "rate limit"
+        alice.say(text)
+
+    status = alice.page.locator("#status")
+    expect(status).to_contain_text("you sent messages faster than the server allows")
+    expect(status).to_have_class("status denied")
+    mine = alice.page.locator("#log li.mine")
+    expect(mine.locator(".text")).to_have_text(["one", "two", "three"])  # each of her messages stays shown
+    refused = mine.filter(has_text="three")
+    expect(refused).to_have_class("said mine unconfirmed")  # never reached the room ...
+    expect(refused.locator(".state")).to_have_text("not confirmed")  # ... and the page says so
+    expect(alice.page.locator("#log .notice").last).to_contain_text("faster than the server allows")
+    expect(alice.page.locator("#log")).to_contain_text("may not have reached the room")
+    expect(alice.page.locator("#members li")).to_have_count(0)
+    expect(bob.page.locator("#log li.said .text")).to_have_text(["one", "two"])  # what the room got
+    screenshot(alice, "demo-rate-limited.png")
+    assert alice.console_errors == []

@@ -170,3 +170,32 @@ async def test_ten_tabs_of_one_person_sending_their_burst_at_once_disconnect_no_
         await asyncio.gather(*(burst(tab, mine) for tab, mine in zip(tabs, texts, strict=True)))
         await all_said(watching, [text for mine in texts for text in mine])
         assert_all_connected(watching)
+
+
+async def test_closers_racing_under_a_storm_raise_nothing(server: LiveServer, module_server: Any) -> None:
+    """Outboxes overflowing (1013), rate limits (1008) and clients leaving (1000), all at once: every
+    connection ends with one documented close, and nothing reaches the server as an exception (the
+    fixture fails on any error it logged). Which closer wins depends on timing; tests/test_demo.py
+    forces each interleaving in memory."""
+    _, switch = module_server
+    switch.app = create_app(TOKENS, local_origins(server.port), outbox_bytes=600, burst=10, rate=0.001)
+    async with asyncio.timeout(TEST_TIMEOUT), contextlib.AsyncExitStack() as stack:
+        conns = [await joined(stack, server, f"token-{n}") for n in range(20)]
+
+        async def storm(n: int, conn: ClientConnection) -> tuple[int, str] | None:
+            sends = [conn.send(json.dumps({"type": "say", "text": f"{n}.{k} " + "x" * 480})) for k in range(12)]
+            with contextlib.suppress(ConnectionClosed):
+                for send in sends:
+                    await send
+                if n % 4 == 0:
+                    await conn.close()  # some leave in the middle of it
+            with contextlib.suppress(ConnectionClosed):
+                async with asyncio.timeout(STEP):
+                    async for _ in conn:
+                        pass
+            frame = conn.protocol.close_rcvd
+            return None if frame is None else (frame.code, frame.reason)
+
+        ends = await asyncio.gather(*(storm(n, conn) for n, conn in enumerate(conns)))
+    assert set(ends) <= {(1013, "too slow"), (1008, "rate limit"), (1000, "")}, ends
+    await server.wait_idle(STEP)

@@ -108,7 +108,7 @@ def asyncapi_document(servers: Iterable[str] = ()) -> dict[str, Any]:
     named = {re.sub(r"[^A-Za-z0-9_-]", "-", urlsplit(url).netloc): url for url in servers}
     return asyncapi(
         "ws-toolkit demo chat",
-        "1.0.0",
+        "2.0.0",
         {CHAT_PATH: chat_messages},
         servers=named,
         description=f"Join the room, then say things. Connect with the subprotocols `{SUBPROTOCOL}` and "

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from toolkit_auth import AuthGate
 from toolkit_messages import Channel, Messages
 
-from toolkit import Close, CloseCode, WebSocket, WebSocketDisconnect, WebSocketDisconnected
+from toolkit import Close, CloseCode, WebSocket, WebSocketDisconnect, WebSocketDisconnected, WebSocketState
 
 __all__ = [
     "MAX_TEXT",
@@ -50,6 +50,7 @@ OUTBOX_BYTES: Final = 256 * 1024
 TOO_SLOW: Final = Close.of(CloseCode.TRY_AGAIN_LATER, "too slow")
 #: Close for a ``say`` before ``join``: a policy violation (1008).
 JOIN_FIRST: Final = Close.of(CloseCode.POLICY_VIOLATION, "join first")
+_CONNECTED: Final = WebSocketState.CONNECTED
 
 
 # --- messages -------------------------------------------------------------------------------------
@@ -285,7 +286,10 @@ class Chat:
                 tasks.cancel_scope.cancel()
         finally:
             self.room.leave(member)
-        if member.too_slow:
+        # The outbox may overflow while the connection is already ending some other way: a plugin
+        # closed it (1008, 1009), the reader did ("join first"), or the client left. The first ending
+        # stands: close() is a no-op once the app's side is closed, and nothing goes to a client that left.
+        if member.too_slow and websocket.client_state is _CONNECTED:
             await websocket.close(TOO_SLOW.code, TOO_SLOW.reason)
 
     async def _read(self, channel: ChatChannel, member: Member) -> None:

@@ -16,20 +16,27 @@ const PROBLEMS = {
   dict_type: "a message must be a JSON object",
 };
 
-// Why the server closed an open connection, by close code and reason.
+// Why an open connection ended, in words, by close code and reason; and whether it is trouble.
 function closedText(code, reason) {
-  if (code === 1000) return "You left the chat.";
-  if (code === 1008 && reason === "rate limit") return "Disconnected: you sent messages too fast.";
-  if (code === 1008 && reason === "join first") return "Disconnected: join before you speak.";
-  if (code === 1009) return "Disconnected: that message was too big.";
-  if (code === 1013) return "Disconnected: your connection fell too far behind.";
-  if (code === 1001) return "Disconnected: the server is going away.";
-  return `Disconnected (${code}${reason ? ": " + reason : ""}).`;
+  if (code === 1000) return ["You left the chat.", ""];
+  if (code === 1008 && reason === "rate limit") {
+    return ["Disconnected: you sent messages faster than the server allows, so it closed the connection. " +
+      "Wait a moment, then join again.", "denied"];
+  }
+  if (code === 1008 && reason === "join first") return ["Disconnected: join before you speak.", "denied"];
+  if (code === 1009) return ["Disconnected: that message was too big.", "denied"];
+  if (code === 1013) return ["Disconnected: your connection fell too far behind. Join again.", "denied"];
+  if (code === 1001 || code === 1012) {
+    return ["The server stopped or is restarting. Join again when it is back.", "denied"];
+  }
+  if (code === 1006) return ["The connection to the server was lost. Join again.", "denied"];
+  return [`Disconnected by the server (close code ${code}${reason ? ": " + reason : ""}).`, "denied"];
 }
 
 let socket = null;
 let me = null;
 let lastText = ""; // the last text sent from the message box, given back if the server refuses it
+let pending = []; // our own messages sent but not yet echoed by the server: [{ text, item }], oldest first
 
 function setStatus(text, kind = "") {
   $("status").textContent = text;
@@ -41,7 +48,7 @@ function showError(text) {
   $("error").hidden = !text;
 }
 
-function addLine(className, parts) {
+function addLine(className, parts, state = "") {
   const item = document.createElement("li");
   item.className = className;
   for (const [tag, cls, text] of parts) {
@@ -50,11 +57,31 @@ function addLine(className, parts) {
     part.textContent = text; // never innerHTML: names and text come from other people
     item.append(part);
   }
+  if (state) {
+    const label = document.createElement("span");
+    label.className = "state";
+    label.textContent = state;
+    item.append(label);
+  }
   const time = document.createElement("time");
   time.textContent = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   item.append(time);
   $("log").append(item);
   item.scrollIntoView({ block: "nearest" });
+  return item;
+}
+
+function setState(item, className, state) {
+  item.className = className;
+  const label = item.querySelector(".state");
+  if (state) label.textContent = state;
+  else label.remove();
+}
+
+// What the server will accept as "text": 1 to 500 characters once surrounding whitespace is stripped.
+function plausible(text) {
+  const length = [...text.trim()].length;
+  return length >= 1 && length <= 500;
 }
 
 let members = []; // who the page last showed in the room
@@ -104,7 +131,11 @@ function handle(message) {
       setMembers(message.members);
       break;
     case "said":
-      addLine(message.name === me ? "said mine" : "said", [["span", "who", message.name], ["span", "text", message.text]]);
+      if (message.name === me && pending.length && pending[0].text === message.text) {
+        setState(pending.shift().item, "said mine", ""); // the server echoed it: everyone got it
+      } else {
+        addLine(message.name === me ? "said mine" : "said", [["span", "who", message.name], ["span", "text", message.text]]);
+      }
       break;
     case "members":
       membersChanged(message.members);
@@ -112,6 +143,7 @@ function handle(message) {
     case "error":
       showError(describeError(message));
       if (!$("text").value) $("text").value = lastText;
+      if (pending.length && pending[pending.length - 1].text === lastText.trim()) pending.pop().item.remove();
       break;
   }
 }
@@ -143,15 +175,33 @@ function connect(token) {
     $("join-form").hidden = false;
     setChatEnabled(false);
     if (opened) {
-      setStatus(closedText(event.code, event.reason), event.code === 1000 ? "" : "denied");
+      const [text, kind] = closedText(event.code, event.reason);
+      setStatus(text, kind);
+      // What the server never echoed back may not have reached the room: say so on each.
+      for (const { item } of pending) setState(item, "said mine unconfirmed", "not confirmed");
+      if (pending.length) {
+        addLine("notice", [["span", "text", `${pending.length === 1 ? "A message" : pending.length + " messages"} ` +
+          "marked \u201cnot confirmed\u201d may not have reached the room."]]);
+      }
+      if (me !== null) addLine("notice", [["span", "text", text]]);
+      leftRoom();
       return;
     }
     // The handshake failed. Browsers hide the HTTP status (401, 403), so ask whether the server is up at all.
     fetch("/", { method: "HEAD", cache: "no-store" }).then(
-      () => setStatus("Access denied: the server refused this token or this page's origin.", "denied"),
+      () => setStatus("Access denied: the server refused this token or this page's origin, " +
+        "or this person already has too many connections open.", "denied"),
       () => setStatus("Cannot reach the server.", "denied"),
     );
   };
+}
+
+// Out of the room: nobody is listed, no error stands, nothing is pending.
+function leftRoom() {
+  me = null;
+  pending = [];
+  setMembers([]);
+  showError("");
 }
 
 function send(text) {
@@ -170,7 +220,13 @@ $("say-form").addEventListener("submit", (event) => {
   event.preventDefault();
   lastText = $("text").value;
   $("text").value = "";
+  if (!socket || socket.readyState !== WebSocket.OPEN) return;
   send(JSON.stringify({ type: "say", text: lastText })); // checked by the server, not here
+  if (plausible(lastText)) { // shown at once, marked until the server echoes it
+    const text = lastText.trim();
+    const item = addLine("said mine pending", [["span", "who", me], ["span", "text", text]], "sending\u2026");
+    pending.push({ text, item });
+  }
 });
 
 $("raw-form").addEventListener("submit", (event) => {

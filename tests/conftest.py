@@ -3,15 +3,57 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
+
+from tests.redis_server import REDIS_SERVER, SKIP_VARIABLE, RedisServer, running_redis
 
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     backend: str = request.param
     return backend
+
+
+# --- a real redis-server for the tests marked `redis` -----------------------------------------------
+
+
+def _need_redis_server() -> None:
+    """Fail (skip only on a developer machine that asked to) when redis-server is not installed."""
+    if os.path.exists(REDIS_SERVER):
+        return
+    if os.environ.get(SKIP_VARIABLE) == "1" and not os.environ.get("CI"):
+        pytest.skip(f"{REDIS_SERVER} is missing and {SKIP_VARIABLE}=1")
+    pytest.fail(
+        f"{REDIS_SERVER} is missing: `apt-get install redis-server` (.ci/run does it), "
+        f"or {SKIP_VARIABLE}=1 to skip the Redis tests on a developer machine",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_server_session() -> Iterator[RedisServer]:
+    """One redis-server for the whole run, started on first use (tests get it through ``redis_server``)."""
+    _need_redis_server()
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_server(redis_server_session: RedisServer) -> RedisServer:
+    """The shared redis-server, emptied for this test. Tests that restart or kill Redis use ``own_redis_server``."""
+    redis_server_session.flush()
+    return redis_server_session
+
+
+@pytest.fixture
+def own_redis_server() -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which it may kill, restart or pause."""
+    _need_redis_server()
+    with running_redis() as server:
+        yield server
 
 
 # --- no credential in any log of the whole run --------------------------------------------------

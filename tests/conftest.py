@@ -77,7 +77,7 @@ def _collect_coredis_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
 #: Credentials the tests hand to auth gates and plugins. None may reach a log record, formatted or
 #: in its structured fields, at any level, from any logger (the uvicorn servers' included).
 CREDENTIALS = ("alice-token", "bob-token", "wrong-token", "s3cret", "TOPSECRET")
-OUR_LOGGERS = ("toolkit", "toolkit_auth", "toolkit_limits", "toolkit_logging", "toolkit_messages")
+OUR_LOGGERS = ("toolkit", "toolkit_auth", "toolkit_broadcast", "toolkit_limits", "toolkit_logging", "toolkit_messages")
 
 
 class _LogAudit(logging.Handler):

@@ -135,7 +135,9 @@ def test_the_breaker_validates_its_arguments(kwargs: dict[str, Any]) -> None:
 
 @asynccontextmanager
 async def stores(url: str, count: int = 2, **options: Any) -> AsyncIterator[list[RedisStore]]:
-    """``count`` running stores, each with its own client: as many workers."""
+    """``count`` running stores, each with its own client: as many workers (deadline 0.5 s unless set:
+    the deadline tests set 50 ms; on a loaded machine a call that opens a connection may take longer)."""
+    options.setdefault("deadline", 0.5)
     async with AsyncExitStack() as stack:
         running = []
         for _ in range(count):
@@ -203,7 +205,7 @@ async def test_an_unreachable_store_applies_on_unavailable_within_the_deadline(
 @pytest.mark.redis
 @pytest.mark.redis_down
 async def test_a_paused_redis_costs_at_most_the_deadline_per_call(own_redis_server: RedisServer) -> None:
-    async with stores(own_redis_server.url, 1) as (store,):
+    async with stores(own_redis_server.url, 1, deadline=0.05) as (store,):
         limit = SharedRateLimit(100, 100, store=store, key=principal, on_unavailable="open")
         received: list[str] = []
         app = rate_app(limit, received)

@@ -21,6 +21,7 @@ from toolkit_demo import (
     Joined,
     Left,
     Member,
+    Missed,
     Room,
     Said,
     asyncapi_document,
@@ -54,7 +55,7 @@ def make_room() -> Iterator[Callable[[int], Room]]:
         member.close()
 
 
-def drain(inbox: MemoryObjectReceiveStream[Joined | Said | Left]) -> list[Joined | Said | Left]:
+def drain(inbox: MemoryObjectReceiveStream[Joined | Said | Left | Missed]) -> list[Joined | Said | Left | Missed]:
     messages = []
     while True:
         try:
@@ -255,3 +256,26 @@ def test_the_demo_serves_its_generated_asyncapi_document() -> None:
     assert sorted(sent) == sorted([*chat_messages.json_schema()["outbound"]["discriminator"]["mapping"], "error"])
     said = document["components"]["messages"]["ws.said"]["payload"]
     assert said["properties"] == Said.model_json_schema(mode="serialization")["properties"]
+
+
+def test_several_workers_without_redis_are_refused_clearly(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--port", "0", "--workers", "2"])
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert "--workers 2 needs --redis URL: without Redis each worker would be a separate room" in error
+
+
+@pytest.mark.parametrize("argument", [["--workers", "0"], ["--workers", "x"], ["--redis", "http://x"]])
+def test_bad_workers_or_redis_arguments_are_usage_errors(argument: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argument)
+    assert info.value.code == 2
+
+
+def test_an_unreachable_redis_is_reported_before_serving(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    assert main(["--port", "0", "--redis", f"redis://127.0.0.1:{port}/0"]) == 1
+    assert capsys.readouterr().err.startswith(f"cannot reach Redis at redis://127.0.0.1:{port}/0: ")

@@ -4,10 +4,18 @@ The room never waits for a connection. Each member has a bounded outbox that the
 member's own writer task drains; a broadcast puts the message in every outbox
 without awaiting, and a member whose outbox is full is marked too slow and
 disconnected, so one slow client never holds up the others.
+
+Across worker processes, a :class:`RoomRelay` carries what the room says to the
+other workers through a ``toolkit_broadcast`` channel, brings theirs to this
+worker's members, and shares who is in the room; lost messages become a
+``missed`` notice, never silence.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, ClassVar, Final, Literal, TypeAlias
 
@@ -16,6 +24,8 @@ from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from toolkit_auth import AuthGate
+from toolkit_broadcast import Broadcast, BroadcastUnavailable, Gap, JsonCodec, ModelCodec, Subscription
+from toolkit_broadcast import Channel as ToolkitChannel
 from toolkit_messages import Channel, Messages
 
 from toolkit import Close, CloseCode, WebSocket, WebSocketDisconnect, WebSocketDisconnected
@@ -30,8 +40,11 @@ __all__ = [
     "Joined",
     "Left",
     "Member",
+    "Missed",
     "Outbound",
+    "Relayed",
     "Room",
+    "RoomRelay",
     "Said",
     "Say",
     "chat_messages",
@@ -90,14 +103,24 @@ class Left(BaseModel):
     members: list[str]
 
 
+class Missed(BaseModel):
+    """Messages from other workers were lost on the way (Redis restarted, a worker's link dropped):
+    ``count`` of them, or None if unknown. Only with ``--redis``."""
+
+    type: Literal["missed"] = "missed"
+    count: int | None
+
+
 #: What a client may send, told apart by ``type``.
 Inbound: TypeAlias = Annotated[Join | Say, Field(discriminator="type")]
 #: What the chat sends, told apart by ``type``.
-Outbound: TypeAlias = Annotated[Joined | Said | Left, Field(discriminator="type")]
+Outbound: TypeAlias = Annotated[Joined | Said | Left | Missed, Field(discriminator="type")]
+#: What one member's outbox holds.
+Chatter: TypeAlias = Joined | Said | Left | Missed
 #: The chat's message plugin. Bad input gets toolkit_messages' error message ({"type":"error",...})
 #: and the connection stays.
 chat_messages: Final = Messages(Inbound, Outbound)
-ChatChannel: TypeAlias = Channel[Join | Say, Joined | Said | Left]
+ChatChannel: TypeAlias = Channel[Join | Say, Chatter]
 
 
 # --- the room -------------------------------------------------------------------------------------
@@ -108,14 +131,14 @@ class Member:
     """One connection in the room: its name and its bounded outbox."""
 
     name: str
-    outbox: MemoryObjectSendStream[Joined | Said | Left]
-    inbox: MemoryObjectReceiveStream[Joined | Said | Left]
+    outbox: MemoryObjectSendStream[Chatter]
+    inbox: MemoryObjectReceiveStream[Chatter]
     #: Set when the outbox overflowed: the writer stops and the connection closes with 1013.
     too_slow: bool = False
     #: Cancelled when the member is too slow, so a writer stuck in a send lets go.
     scope: CancelScope = field(default_factory=anyio.CancelScope)
 
-    def push(self, message: Joined | Said | Left) -> None:
+    def push(self, message: Chatter) -> None:
         """Queue ``message`` without waiting; a full outbox marks the member too slow."""
         if self.too_slow:
             return
@@ -132,17 +155,23 @@ class Member:
 
 
 class Room:
-    """The members of one chat room, in one process. Nothing here awaits."""
+    """The members of one chat room, in one process. Nothing here awaits.
+
+    With a :class:`RoomRelay` attached, what the room says also goes to the other workers, and
+    :meth:`names` includes the people connected to them.
+    """
 
     def __init__(self, queue_size: int = 64) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self.queue_size = queue_size
         self._members: dict[Member, None] = {}  # insertion-ordered set
+        #: Set by a running :class:`RoomRelay`: the other workers' members, and where to send what is said.
+        self.relay: RoomRelay | None = None
 
     def member(self, name: str) -> Member:
         """A member with a fresh outbox, not in the room yet."""
-        outbox, inbox = anyio.create_memory_object_stream[Joined | Said | Left](self.queue_size)
+        outbox, inbox = anyio.create_memory_object_stream[Chatter](self.queue_size)
         return Member(name, outbox, inbox)
 
     def join(self, member: Member) -> None:
@@ -160,14 +189,140 @@ class Room:
     def __contains__(self, member: object) -> bool:
         return member in self._members
 
+    def local_names(self) -> set[str]:
+        """Who is connected to this worker."""
+        return {member.name for member in self._members}
+
     def names(self) -> list[str]:
-        """Who is in the room, sorted, each name once (a person may have several tabs open)."""
-        return sorted({member.name for member in self._members})
+        """Who is in the room, sorted, each name once (a person may have several tabs open, or workers)."""
+        names = self.local_names()
+        if self.relay is not None:
+            names |= self.relay.remote_names()
+        return sorted(names)
 
     def broadcast(self, message: Joined | Said | Left, *, exclude: Member | None = None) -> None:
+        """Queue ``message`` for every member here (but ``exclude``) and, with a relay, every other worker."""
+        self.deliver(message, exclude=exclude)
+        if self.relay is not None:
+            self.relay.send(message)
+
+    def deliver(self, message: Chatter, *, exclude: Member | None = None) -> None:
+        """Queue ``message`` for the members of this worker only."""
         for member in self._members:
             if member is not exclude:
                 member.push(message)
+
+
+class Relayed(BaseModel):
+    """What a :class:`RoomRelay` publishes: a chat message, and how many before it this worker could not send."""
+
+    message: Annotated[Joined | Said | Left, Field(discriminator="type")]
+    dropped: int = 0
+
+
+class RoomRelay:
+    """Connects this worker's :class:`Room` to the same room in every other worker, through ``broadcast``.
+
+    Run :meth:`run` for the app's lifetime (in its lifespan, inside ``async with broadcast``). What
+    the room says goes out in order through a bounded queue (``send`` never waits); messages from the
+    other workers go to this worker's members; a :class:`~toolkit_broadcast.Gap` becomes a
+    :class:`Missed` notice. Every ``presence_every`` seconds, and when someone here joins or leaves,
+    the relay tells the others who is connected here; a worker not heard from for three periods (killed,
+    say) drops out of :meth:`Room.names`.
+    """
+
+    def __init__(
+        self,
+        room: Room,
+        broadcast: Broadcast,
+        *,
+        name: str = "room",
+        queue_size: int = 1024,
+        presence_every: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        #: The room relayed.
+        self.room: Room = room
+        #: Where the other workers are.
+        self.broadcast: Broadcast = broadcast
+        #: What the rooms say, as :class:`Relayed` messages.
+        self.messages: ToolkitChannel[Relayed] = broadcast.channel(f"chat.{name}", ModelCodec(Relayed))
+        #: Who is connected to which worker: ``{"names": [...]}`` from each.
+        self.presence: ToolkitChannel[object] = broadcast.channel(f"chat.{name}.presence", JsonCodec())
+        #: Seconds between presence announcements; a worker silent for three is gone.
+        self.presence_every: float = presence_every
+        self._clock = clock
+        self._outgoing, self._queued = anyio.create_memory_object_stream[Joined | Said | Left](queue_size)
+        self._dropped = 0
+        self._roster_changed = anyio.Event()
+        self._remote: dict[str, tuple[frozenset[str], float]] = {}  # worker -> (names, heard until)
+
+    def remote_names(self) -> set[str]:
+        """Who is connected to the other workers, as they last said (and not longer ago than 3 periods)."""
+        now = self._clock()
+        return {name for names, until in self._remote.values() if until > now for name in names}
+
+    def send(self, message: Joined | Said | Left) -> None:
+        """Queue ``message`` for the other workers without waiting; a full queue counts it as dropped."""
+        try:
+            self._outgoing.send_nowait(message)
+        except anyio.WouldBlock:
+            self._dropped += 1
+        if isinstance(message, Joined | Left):
+            self._roster_changed.set()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Relay until cancelled; ``task_status.started()`` once subscribed."""
+        async with (
+            self._outgoing,
+            self._queued,
+            self.messages.subscribe() as incoming,
+            self.presence.subscribe() as presence,
+            anyio.create_task_group() as tasks,
+        ):
+            self.room.relay = self
+            try:
+                tasks.start_soon(self._publish)
+                tasks.start_soon(self._receive, incoming)
+                tasks.start_soon(self._hear, presence)
+                tasks.start_soon(self._announce)
+                task_status.started()
+                await anyio.sleep_forever()
+            finally:
+                self.room.relay = None
+
+    async def _publish(self) -> None:
+        async for message in self._queued:
+            dropped, self._dropped = self._dropped, 0
+            # Unsent: the others see a jump in our sequence, a Gap, then a "missed" notice.
+            with contextlib.suppress(BroadcastUnavailable):
+                await self.messages.publish(Relayed(message=message, dropped=dropped))
+
+    async def _receive(self, incoming: Subscription[Relayed]) -> None:
+        async for event in incoming:
+            if isinstance(event, Gap):
+                self.room.deliver(Missed(count=event.missed))
+            elif event.envelope.origin != self.broadcast.origin:  # our own were delivered here already
+                if event.payload.dropped:
+                    self.room.deliver(Missed(count=event.payload.dropped))
+                self.room.deliver(event.payload.message)
+
+    async def _hear(self, presence: Subscription[object]) -> None:
+        async for event in presence:
+            if isinstance(event, Gap) or event.envelope.origin == self.broadcast.origin:
+                continue  # a lost presence is said again within a period
+            names = event.payload.get("names") if isinstance(event.payload, dict) else None
+            if isinstance(names, list) and all(isinstance(name, str) for name in names):
+                until = self._clock() + 3 * self.presence_every
+                self._remote[event.envelope.origin] = (frozenset(map(str, names)), until)
+
+    async def _announce(self) -> None:
+        while True:
+            with contextlib.suppress(BroadcastUnavailable):  # else said again at the next period
+                await self.presence.publish({"names": sorted(self.room.local_names())})
+            with anyio.move_on_after(self.presence_every):
+                await self._roster_changed.wait()
+            self._roster_changed = anyio.Event()
 
 
 # --- the endpoint ---------------------------------------------------------------------------------

@@ -97,6 +97,9 @@ function handle(message) {
       addLine("notice", [["span", "text", `${message.name} left.`]]);
       setMembers(message.members);
       break;
+    case "missed":
+      addLine("notice", [["span", "text", message.count === null ? "Some messages were lost." : `${message.count} message(s) were lost.`]]);
+      break;
     case "error":
       showError(describeError(message));
       if (!$("text").value) $("text").value = lastText;

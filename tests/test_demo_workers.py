@@ -1,0 +1,215 @@
+"""``python -m toolkit_demo --workers 2 --redis URL``: two real uvicorn worker processes on one port, a real
+redis-server, real ``websockets`` clients.
+
+Which worker accepts a connection is the kernel's choice; to put a client on a given worker, the test
+stops the other one (SIGSTOP) while the client connects, then lets it go on (SIGCONT). Every wait is
+bounded. Then a worker is killed with ``kill -9`` mid-chat: the other keeps going, and the dead one's
+connection slots come back within the lease time (10 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.redis_server import RedisServer
+from tests.test_demo_server import browser_like, read_banner, recv
+
+pytestmark = [pytest.mark.server, pytest.mark.redis, pytest.mark.anyio]
+
+STEP: Final = 5.0
+#: The demo's lease time (RedisStore's default) and the slack for a loaded machine.
+LEASE_TTL: Final = 10.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the websockets client needs asyncio
+
+
+class Workers:
+    """The demo's process tree: the supervisor, its workers' pids (from their log lines), the tokens."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log: Path, banner: list[str]) -> None:
+        self.process = process
+        self.log = log
+        self.base = banner[0].split(": ", 1)[1].rstrip("/")
+        self.url = self.base.replace("http://", "ws://") + "/ws"
+        self.tokens = {line.split()[0]: line.split("#token=", 1)[1] for line in banner if "#token=" in line}
+
+    def started(self) -> list[int]:
+        """The pids of the workers whose app started, in order."""
+        text = self.log.read_text()
+        started = re.findall(r"\[(\d+)\] INFO:\s+Application startup complete", text)
+        return [int(pid) for pid in started]
+
+    def live_workers(self) -> list[int]:
+        return [pid for pid in dict.fromkeys(self.started()) if _alive(pid)]
+
+    async def wait_for_workers(self, count: int, within: float = 20.0) -> list[int]:
+        async with asyncio.timeout(within):
+            while len(workers := self.live_workers()) < count:  # noqa: ASYNC110 - other processes' state
+                await asyncio.sleep(0.05)
+        return workers
+
+    @contextlib.asynccontextmanager
+    async def on(self, worker: int, person: str) -> AsyncIterator[ClientConnection]:
+        """A client of ``person`` that is accepted by ``worker``: the others are stopped while it connects."""
+        others = [pid for pid in self.live_workers() if pid != worker]
+        for pid in others:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            conn = await browser_like(self.url, self.base, self.tokens[person]).__aenter__()
+        finally:
+            for pid in others:
+                os.kill(pid, signal.SIGCONT)
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def demo_workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[Workers]:
+    log = tmp_path / "demo.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+            [sys.executable, "-m", "toolkit_demo", "--port", "0", "--workers", "2", "--redis", redis_server.url],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        yield Workers(process, log, read_banner(process, 20.0))
+        process.send_signal(signal.SIGINT)
+        assert process.wait(2 * STEP) in (0, -signal.SIGINT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(STEP)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+async def drain(conn: ClientConnection, idle: float = 0.5) -> list[Any]:
+    """Every message until none comes for ``idle`` seconds or the connection closes."""
+    seen = []
+    with contextlib.suppress(TimeoutError, ConnectionClosed):
+        while True:
+            async with asyncio.timeout(idle):
+                seen.append(json.loads(await conn.recv()))
+    return seen
+
+
+async def recv_until(conn: ClientConnection, wanted: dict[str, Any]) -> list[Any]:
+    """Messages up to and including one that has every item of ``wanted``."""
+    seen = []
+    while True:
+        message = await recv(conn)
+        seen.append(message)
+        if wanted.items() <= message.items():
+            return seen
+
+
+async def test_one_room_one_rate_limit_and_one_cap_across_two_workers(demo_workers: Workers) -> None:
+    demo = demo_workers
+    first, second = await demo.wait_for_workers(2)
+    async with asyncio.timeout(60), contextlib.AsyncExitStack() as stack:
+        alice = await stack.enter_async_context(demo.on(first, "alice"))
+        await alice.send('{"type":"join"}')
+        assert await recv(alice) == {"type": "joined", "name": "alice", "members": ["alice"], "you": True}
+
+        bob = await stack.enter_async_context(demo.on(second, "bob"))
+        await bob.send('{"type":"join"}')
+        assert (await recv(bob))["you"] is True
+        # Bob's worker tells alice's, through Redis; alice's worker announced her when she joined.
+        assert await recv(alice) == {"type": "joined", "name": "bob", "members": ["alice", "bob"], "you": False}
+
+        await alice.send('{"type":"say","text":"hi bob"}')
+        await bob.send('{"type":"say","text":"hi alice"}')
+        for conn in (alice, bob):
+            texts = {m.get("text") for m in await drain(conn)}
+            assert {"hi bob", "hi alice"} <= texts
+
+        # Alice's rate limit (burst 10) is hers, on both workers: a second tab on the other worker shares it.
+        alice_too = await stack.enter_async_context(demo.on(second, "alice"))
+        await alice_too.send('{"type":"join"}')
+        for n in range(20):
+            with contextlib.suppress(ConnectionClosed):
+                await (alice if n % 2 else alice_too).send(json.dumps({"type": "say", "text": f"m{n}"}))
+        for conn in (alice, alice_too):
+            await drain(conn)
+        assert 1008 in {alice.close_code, alice_too.close_code}
+        heard = [m for m in await drain(bob) if m.get("type") == "said" and m["name"] == "alice"]
+        assert 5 <= len(heard) <= 9  # 10 tokens: 2 joins and "hi bob" took 3; a second may refill 5 more
+
+        # Carol may have 5 connections in all, whichever worker holds them.
+        carols = [await stack.enter_async_context(demo.on((first, second)[n % 2], "carol")) for n in range(5)]
+        for worker in (first, second):
+            with pytest.raises(InvalidStatus) as refused:
+                async with demo.on(worker, "carol"):
+                    pass
+            assert refused.value.response.status_code == 429
+        assert len(carols) == 5
+
+
+async def test_a_worker_killed_mid_chat_the_other_goes_on_and_its_slots_come_back(demo_workers: Workers) -> None:
+    demo = demo_workers
+    first, second = await demo.wait_for_workers(2)
+    async with asyncio.timeout(60), contextlib.AsyncExitStack() as stack:
+        bob = await stack.enter_async_context(demo.on(second, "bob"))
+        await bob.send('{"type":"join"}')
+        await recv(bob)
+        doomed = [await stack.enter_async_context(demo.on(first, "carol")) for _ in range(3)]
+        doomed += [await stack.enter_async_context(demo.on(second, "carol")) for _ in range(2)]
+        await doomed[0].send('{"type":"join"}')
+        await recv_until(bob, {"type": "joined", "name": "carol"})
+        with pytest.raises(InvalidStatus):  # carol's sixth: the cap holds
+            async with demo.on(second, "carol"):
+                pass
+
+        os.kill(first, signal.SIGKILL)
+        killed = time.monotonic()
+        # The other worker goes on: bob still chats, and hears nothing false.
+        await bob.send('{"type":"say","text":"still here"}')
+        assert (await recv_until(bob, {"text": "still here"}))[-1]["name"] == "bob"
+
+        # Carol's three slots on the dead worker come back within the lease time, and never count twice.
+        for conn in doomed[3:]:
+            await conn.close()
+        await demo.wait_for_workers(2)  # uvicorn's supervisor replaces the dead worker
+        reopened: list[ClientConnection] = []
+        refusals: set[int] = set()
+        while len(reopened) < 5:
+            assert time.monotonic() - killed < LEASE_TTL + 3, "the dead worker's slots did not come back in time"
+            try:
+                reopened.append(await stack.enter_async_context(demo.on(second, "carol")))
+            except InvalidStatus as exc:
+                refusals.add(exc.response.status_code)
+                await asyncio.sleep(0.25)
+        assert refusals == {429}  # over the cap until the leases expired, never an error
+        with pytest.raises(InvalidStatus):  # five again, and the sixth refused: the cap holds
+            async with demo.on(second, "carol"):
+                pass

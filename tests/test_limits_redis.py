@@ -308,3 +308,57 @@ async def test_an_unreachable_store_applies_the_connection_policy(
                     await clients.leave(peer)
         assert limit.local_total == 0
         assert store.leases == 0
+
+
+@pytest.mark.redis
+@pytest.mark.redis_down
+async def test_after_a_redis_restart_limits_work_again_within_2_s_and_leases_come_back(
+    own_redis_server: RedisServer,
+) -> None:
+    breaker = CircuitBreaker(cooldown=0.1, max_cooldown=0.4)
+    async with stores(own_redis_server.url, 1, lease_ttl=0.6, breaker=breaker) as (store,):
+        limit = SharedConnectionLimit(5, store=store)
+        key = store.lease_key("connections", None)
+        async with serving(limit) as clients:
+            peers = [await clients.open(), await clients.open()]
+            assert await store.count(key) == 2
+            own_redis_server.restart()  # everything in Redis is gone
+            restarted = time.monotonic()
+            with anyio.fail_after(2):
+                while True:
+                    try:
+                        if await store.count(key) == 2:  # the keeper put this worker's leases back
+                            break
+                    except StoreUnavailable:
+                        pass
+                    await anyio.sleep(0.05)
+            assert time.monotonic() - restarted < 2
+            assert await store.take(store.rate_key("rate", "k"), 1000, 0)
+            for peer in peers:
+                await clients.leave(peer)
+        with anyio.fail_after(2):
+            while await store.count(key):  # noqa: ASYNC110 - state in Redis
+                await anyio.sleep(0.02)
+
+
+@pytest.mark.redis
+@pytest.mark.redis_down
+async def test_a_paused_redis_leaks_no_connection(own_redis_server: RedisServer) -> None:
+    def clients() -> int:
+        info = own_redis_server.command("INFO", "clients").decode()
+        return int(info.split("connected_clients:")[1].split()[0])
+
+    async with stores(own_redis_server.url, 1, deadline=0.05) as (store,):
+        limit = SharedRateLimit(1000, 1000, store=store, key=principal, on_unavailable="open")
+        received: list[str] = []
+        app = rate_app(limit, received)
+        await run(app, text("warm"), disconnect(), scope=user_scope("a"))
+        before = clients()
+        own_redis_server.pause(400)
+        for _ in range(20):  # each one times out; none waits longer than its deadline
+            await run(app, text("m"), disconnect(), scope=user_scope("a"))
+        await anyio.sleep(0.5)
+        await run(app, text("after"), disconnect(), scope=user_scope("a"))
+        assert clients() <= before + 3  # a cancelled call's connection is dropped, not piled up
+    assert received[-2:] == ["after", "disconnect 1000 "]
+    assert len(received) == 44

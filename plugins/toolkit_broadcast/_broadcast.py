@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import (
     TYPE_CHECKING,
@@ -432,9 +432,10 @@ class Subscription(Generic[T]):
         "_events",
         "_holding",
         "_last_id",
+        "_new_event",
         "_overflowed",
         "_replayed",
-        "_wake",
+        "_waiter",
         "channel",
         "limit",
         "overflow",
@@ -454,7 +455,10 @@ class Subscription(Generic[T]):
         self._events: deque[Message[T] | Gap] = deque()
         self._dropped = 0
         self._overflowed = False
-        self._wake = anyio.Event()
+        # Set by push when the subscriber waits for an event; made per wait, from the running loop's own
+        # Event class (anyio.Event() finds the loop each time: 1.1 us against 0.4, per subscriber and message).
+        self._waiter: anyio.Event | None = None
+        self._new_event: Callable[[], anyio.Event] = anyio.Event
         # While a resume replays history, live messages wait here (then those already replayed are dropped).
         self._holding: list[Message[T] | Gap] | None = None
 
@@ -474,6 +478,7 @@ class Subscription(Generic[T]):
         return len(self._events)
 
     async def __aenter__(self) -> Self:
+        self._new_event = type(anyio.Event())
         broadcast = self.channel.broadcast
         resume = self._last_id
         if resume is not None:
@@ -532,8 +537,11 @@ class Subscription(Generic[T]):
                 return event
             if self._dropped:
                 return self._take_gap()
-            await self._wake.wait()
-            self._wake = anyio.Event()
+            waiter = self._waiter = self._new_event()
+            try:
+                await waiter.wait()
+            finally:
+                self._waiter = None
 
     def _take_gap(self) -> Gap:
         dropped, self._dropped = self._dropped, 0
@@ -563,15 +571,20 @@ class Subscription(Generic[T]):
             if self.overflow == "disconnect":
                 self._overflowed = True
                 events.clear()
-                self._wake.set()
+                self._wake()
                 return
             if self.overflow == "drop_newest":
                 self._dropped += _weight(event)
-                self._wake.set()
+                self._wake()
                 return
             self._dropped += _weight(events.popleft())
         events.append(event)
-        self._wake.set()
+        if self._waiter is not None:
+            self._waiter.set()
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.set()
 
 
 def _weight(event: Message[Any] | Gap) -> int:

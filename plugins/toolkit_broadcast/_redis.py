@@ -71,6 +71,10 @@ return {entries, complete}
 """
 
 
+#: The most stream entries one XREAD returns.
+_READ_BATCH: Final = 500
+
+
 class RespError(Exception):
     """An error reply from Redis on the link."""
 
@@ -461,7 +465,7 @@ class RedisBackend:
                 continue
             keys = [self._key(c) for c in channels]
             ids = [f"{ms}-{seq}" for ms, seq in channels.values()]
-            await link.send("XREAD", "COUNT", 1000, "BLOCK", block, "STREAMS", *keys, *ids)
+            await link.send("XREAD", "COUNT", _READ_BATCH, "BLOCK", block, "STREAMS", *keys, *ids)
             async with anyio.create_task_group() as wait:
                 wait.start_soon(self._unblock_on_change, wait.cancel_scope)
                 with anyio.fail_after(self.ping_interval + self.ping_timeout):

@@ -82,6 +82,8 @@ for i, key in ipairs(KEYS) do redis.call('ZREM', key, ARGV[i]) end
 return #KEYS
 """
 
+_MS: Final = 1_000  # milliseconds per second: lease expiries are in Redis' milliseconds
+
 # Leases per renew or release call: keeps each script short (Redis runs one at a time).
 _BATCH: Final = 500
 
@@ -311,7 +313,7 @@ class RedisStore:
 
     async def _count(self, key: str) -> int:
         now = await self.client.time()
-        return await self.client.zcount(key, now.timestamp() * 1000, "+inf")
+        return await self.client.zcount(key, round(now.timestamp() * _MS), "+inf")
 
     async def _keep(self) -> None:
         anyio = self._anyio

@@ -90,7 +90,8 @@ class SharedRateLimit(toolkit.Plugin):
             raise ValueError(f"rate must be a positive, finite number of messages per second, got {rate!r}")
         code: object = close_code
         if not isinstance(code, int) or isinstance(code, bool) or code not in RATE_LIMITED:
-            raise ValueError(f"close_code must be 1008 or 1013, got {close_code!r}")
+            allowed = " or ".join(f"{member:d}" for member in RATE_LIMITED)
+            raise ValueError(f"close_code must be {allowed}, got {close_code!r}")
         #: Messages per second, per key.
         self.rate: Final = float(rate)
         #: How many messages may arrive at once, per key.

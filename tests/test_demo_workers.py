@@ -4,7 +4,8 @@ redis-server, real ``websockets`` clients.
 Which worker accepts a connection is the kernel's choice; to put a client on a given worker, the test
 stops the other one (SIGSTOP) while the client connects, then lets it go on (SIGCONT). Every wait is
 bounded. Then a worker is killed with ``kill -9`` mid-chat: the other keeps going, and the dead one's
-connection slots come back within the lease time (10 s).
+connection slots come back within the lease time (10 s). And Redis is restarted mid-chat: the members
+are told ("missed") and the chat works again within 2 s.
 """
 
 from __future__ import annotations
@@ -91,12 +92,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.fixture
-def demo_workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[Workers]:
-    log = tmp_path / "demo.log"
+@contextlib.contextmanager
+def running_demo(redis_url: str, log: Path) -> Iterator[Workers]:
+    """``python -m toolkit_demo --port 0 --workers 2 --redis URL``, stopped with Ctrl+C (SIGINT) after."""
     with log.open("w") as stderr:
         process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-            [sys.executable, "-m", "toolkit_demo", "--port", "0", "--workers", "2", "--redis", redis_server.url],
+            [sys.executable, "-m", "toolkit_demo", "--port", "0", "--workers", "2", "--redis", redis_url],
             stdout=subprocess.PIPE,
             stderr=stderr,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -111,6 +112,12 @@ def demo_workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[Workers]
             process.wait(STEP)
         if process.stdout is not None:
             process.stdout.close()
+
+
+@pytest.fixture
+def demo_workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[Workers]:
+    with running_demo(redis_server.url, tmp_path / "demo.log") as workers:
+        yield workers
 
 
 async def drain(conn: ClientConnection, idle: float = 0.5) -> list[Any]:
@@ -217,3 +224,32 @@ async def test_a_worker_killed_mid_chat_the_other_goes_on_and_its_slots_come_bac
         with pytest.raises(InvalidStatus):  # five again, and the sixth refused: the cap holds
             async with demo.on(second, "carol"):
                 pass
+
+
+async def test_redis_restarted_mid_chat_members_are_told_and_the_chat_works_again_within_2_s(
+    own_redis_server: RedisServer, tmp_path: Path
+) -> None:
+    with running_demo(own_redis_server.url, tmp_path / "demo.log") as demo:
+        first, second = await demo.wait_for_workers(2)
+        async with asyncio.timeout(30), contextlib.AsyncExitStack() as stack:
+            alice = await stack.enter_async_context(demo.on(first, "alice"))
+            bob = await stack.enter_async_context(demo.on(second, "bob"))
+            for conn in (alice, bob):
+                await conn.send('{"type":"join"}')
+            await recv_until(alice, {"type": "joined", "name": "bob"})
+            own_redis_server.restart()  # everything in Redis is gone (no persistence)
+            back = time.monotonic()
+            # Bob says something until alice hears it: through Redis again within 2 s.
+            heard: list[Any] = []
+            for n in range(40):
+                with contextlib.suppress(ConnectionClosed):
+                    await bob.send(json.dumps({"type": "say", "text": f"after {n}"}))
+                heard += await drain(alice, idle=0.05)
+                if any(m.get("type") == "said" for m in heard):
+                    break
+            assert time.monotonic() - back < 2.0, heard
+            said = [m for m in heard if m.get("type") == "said"]
+            assert said
+            assert said[0]["name"] == "bob"
+            # ... and she was told that messages may have been lost while the link was down.
+            assert {"type": "missed", "count": None} in heard + await drain(alice, idle=0.2)

@@ -277,6 +277,10 @@ class RedisBackend:
 
     async def __aenter__(self) -> Self:
         await self._client.__aenter__()
+        # Open the publishing connection now, outside any deadline (connecting can take longer than one
+        # publish may wait on a loaded machine). Bounded; if Redis is down, the first publish says so.
+        with anyio.move_on_after(1.0), contextlib.suppress(*self._errors):
+            await self._commands.call("PING")
         tasks = anyio.create_task_group()
         await tasks.__aenter__()
         self._tasks = tasks

@@ -9,6 +9,7 @@ do not use one need neither.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
@@ -221,6 +222,10 @@ class RedisStore:
     async def __aenter__(self) -> Self:
         if self._tasks is not None:
             raise RuntimeError("this RedisStore is already running")
+        # Open a connection now, outside any deadline: a first call that has to connect (and greet Redis)
+        # can take longer than 50 ms on a loaded machine. Bounded; if Redis is down, the calls say so.
+        with self._anyio.move_on_after(1.0), contextlib.suppress(*self._errors):
+            await self.client.ping()
         tasks = self._anyio.create_task_group()
         await tasks.__aenter__()
         self._tasks = tasks

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
+
+from tests.redis_server import COREDIS_CONNECT_LEAK, REDIS_SERVER, SKIP_VARIABLE, RedisServer, running_redis
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -14,12 +18,66 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return backend
 
 
+# --- a real redis-server for the tests marked `redis` -----------------------------------------------
+
+
+def _need_redis_server() -> None:
+    """Fail (skip only on a developer machine that asked to) when redis-server is not installed."""
+    if os.path.exists(REDIS_SERVER):
+        return
+    if os.environ.get(SKIP_VARIABLE) == "1" and not os.environ.get("CI"):
+        pytest.skip(f"{REDIS_SERVER} is missing and {SKIP_VARIABLE}=1")
+    pytest.fail(
+        f"{REDIS_SERVER} is missing: `apt-get install redis-server` (.ci/run does it), "
+        f"or {SKIP_VARIABLE}=1 to skip the Redis tests on a developer machine",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_server_session() -> Iterator[RedisServer]:
+    """One redis-server for the whole run, started on first use (tests get it through ``redis_server``)."""
+    _need_redis_server()
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_server(redis_server_session: RedisServer) -> RedisServer:
+    """The shared redis-server, emptied for this test. Tests that restart or kill Redis use ``own_redis_server``."""
+    redis_server_session.flush()
+    return redis_server_session
+
+
+@pytest.fixture
+def own_redis_server() -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which it may kill, restart or pause."""
+    _need_redis_server()
+    with running_redis() as server:
+        yield server
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``redis_down`` ignore coredis' leaked streams (COREDIS_CONNECT_LEAK), and no other warning."""
+    for item in items:
+        if item.get_closest_marker("redis_down") is not None:
+            item.add_marker(pytest.mark.filterwarnings(COREDIS_CONNECT_LEAK))
+
+
+@pytest.fixture(autouse=True)
+def _collect_coredis_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a ``redis_down`` test, collect its leaked streams now, under its filter, not in a later test."""
+    yield
+    if request.node.get_closest_marker("redis_down") is not None:
+        gc.collect()
+
+
 # --- no credential in any log of the whole run --------------------------------------------------
 
 #: Credentials the tests hand to auth gates and plugins. None may reach a log record, formatted or
 #: in its structured fields, at any level, from any logger (the uvicorn servers' included).
 CREDENTIALS = ("alice-token", "bob-token", "wrong-token", "s3cret", "TOPSECRET")
-OUR_LOGGERS = ("toolkit", "toolkit_auth", "toolkit_limits", "toolkit_logging", "toolkit_messages")
+OUR_LOGGERS = ("toolkit", "toolkit_auth", "toolkit_broadcast", "toolkit_limits", "toolkit_logging", "toolkit_messages")
 
 
 class _LogAudit(logging.Handler):

@@ -14,6 +14,7 @@ DENIAL_EXTENSION: dict[str, Any] = {"websocket.http.response": {}}
 #: The first-party plugin packages shipped in this distribution (pyproject.toml's wheel packages).
 PLUGIN_PACKAGES = (
     "toolkit_auth",
+    "toolkit_broadcast",
     "toolkit_demo",
     "toolkit_limits",
     "toolkit_logging",

@@ -25,6 +25,7 @@ from toolkit_demo import (
     Joined,
     Member,
     Members,
+    Missed,
     Room,
     Said,
     asyncapi_document,
@@ -58,9 +59,9 @@ def make_room() -> Iterator[Callable[[int], Room]]:
         member.close()
 
 
-async def drain(room: Room, member: Member) -> list[Joined | Said | Members]:
+async def drain(room: Room, member: Member) -> list[Joined | Said | Members | Missed]:
     """What the member's writer would send now, as it would send it (a presence mark becomes a snapshot)."""
-    sent: list[Joined | Said | Members] = []
+    sent: list[Joined | Said | Members | Missed] = []
     for _ in range(len(member.pending())):
         message = await member.next()
         sent.append(room.snapshot() if message is None else message)
@@ -166,7 +167,7 @@ async def test_an_outbox_over_its_byte_budget_marks_only_that_member_too_slow(
 async def test_a_waiting_writer_is_woken_by_a_message_and_by_close(make_room: Callable[[int], Room]) -> None:
     room = make_room(OUTBOX_BYTES)
     member = room.member("alice")
-    got: list[Joined | Said | None] = []
+    got: list[Joined | Said | Missed | None] = []
     ended = anyio.Event()
 
     async def writer() -> None:
@@ -406,7 +407,31 @@ def test_the_demo_serves_its_generated_asyncapi_document() -> None:
     sent = [ref["$ref"].rsplit("/", 1)[1] for ref in document["operations"]["ws.send"]["messages"]]
     assert sorted(received) == sorted(chat_messages.json_schema()["inbound"]["discriminator"]["mapping"])
     assert sorted(sent) == sorted([*chat_messages.json_schema()["outbound"]["discriminator"]["mapping"], "error"])
-    assert sorted(sent) == ["error", "joined", "members", "said"]  # presence is one snapshot message
-    assert document["info"]["version"] == "2.0.0"  # "joined"/"left" per arrival became "members"
+    assert sorted(sent) == ["error", "joined", "members", "missed", "said"]  # presence is one snapshot message
+    # 2.0.0: "joined"/"left" per arrival became "members"; 2.1.0: "missed" (lost across workers) added
+    assert document["info"]["version"] == "2.1.0"
     said = document["components"]["messages"]["ws.said"]["payload"]
     assert said["properties"] == Said.model_json_schema(mode="serialization")["properties"]
+
+
+def test_several_workers_without_redis_are_refused_clearly(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--port", "0", "--workers", "2"])
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert "--workers 2 needs --redis URL: without Redis each worker would be a separate room" in error
+
+
+@pytest.mark.parametrize("argument", [["--workers", "0"], ["--workers", "x"], ["--redis", "http://x"]])
+def test_bad_workers_or_redis_arguments_are_usage_errors(argument: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argument)
+    assert info.value.code == 2
+
+
+def test_an_unreachable_redis_is_reported_before_serving(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    assert main(["--port", "0", "--redis", f"redis://127.0.0.1:{port}/0"]) == 1
+    assert capsys.readouterr().err.startswith(f"cannot reach Redis at redis://127.0.0.1:{port}/0: ")

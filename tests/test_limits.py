@@ -276,7 +276,7 @@ class TimedTransport(Transport):
         return await super().receive()
 
 
-def rate_app(limit: RateLimit, received: list[str]) -> WebSocketApp:
+def rate_app(limit: toolkit.Plugin, received: list[str]) -> WebSocketApp:
     """Records each text and the disconnect ("disconnect CODE REASON") the app receives."""
 
     async def endpoint(websocket: WebSocket) -> None:

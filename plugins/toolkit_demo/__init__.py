@@ -2,7 +2,8 @@
 
 The page (plain HTML, JS and CSS in ``static/``) joins a room over a WebSocket that
 authenticates with a token offered as a subprotocol, checks the Origin, validates
-typed messages, limits message size and rate, and logs each connection.
+typed messages, limits message size and rate, and logs each connection. With ``--redis``,
+several worker processes serve one room (docs/demo.md, "Several workers").
 See docs/demo.md. Needs the ``demo`` extra: ``pip install 'ws-toolkit[demo]'``.
 """
 
@@ -17,12 +18,14 @@ except ModuleNotFoundError as _missing:
 
 from ._app import (
     CHAT_PATH,
+    CONFIG_VARIABLE,
     CONNECTIONS_PER_PERSON,
     MAX_MESSAGE_BYTES,
     NAMES,
     STATIC,
     TOKEN_PREFIX,
     TOKEN_SOURCES,
+    app_from_environment,
     asyncapi_document,
     create_app,
     demo_tokens,
@@ -39,8 +42,11 @@ from ._chat import (
     Joined,
     Member,
     Members,
+    Missed,
     Outbound,
+    Relayed,
     Room,
+    RoomRelay,
     Said,
     Say,
     chat_messages,
@@ -48,6 +54,7 @@ from ._chat import (
 
 __all__ = [
     "CHAT_PATH",
+    "CONFIG_VARIABLE",
     "CONNECTIONS_PER_PERSON",
     "MAX_MESSAGE_BYTES",
     "MAX_TEXT",
@@ -63,10 +70,14 @@ __all__ = [
     "Joined",
     "Member",
     "Members",
+    "Missed",
     "Outbound",
+    "Relayed",
     "Room",
+    "RoomRelay",
     "Said",
     "Say",
+    "app_from_environment",
     "asyncapi_document",
     "chat_messages",
     "create_app",

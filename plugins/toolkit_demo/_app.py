@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import anyio
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from starlette.applications import Starlette
@@ -18,24 +21,34 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from toolkit_auth import AuthGate, CredentialLocations, OriginGate, StaticTokens, Subprotocol
-from toolkit_limits import ConnectionLimit, MessageSizeLimit, RateLimit
+from toolkit_broadcast import Broadcast, RedisBackend
+from toolkit_limits import (
+    ConnectionLimit,
+    MessageSizeLimit,
+    RateLimit,
+    RedisStore,
+    SharedConnectionLimit,
+    SharedRateLimit,
+)
 from toolkit_logging import DEFAULT_REDACT_HEADERS, DEFAULT_REDACT_KEYS, ConnectionLogger, RedactingFilter
 from toolkit_messages import asyncapi
 from toolkit_otel import WebSocketTelemetry
 from toolkit_otel.prometheus import CONTENT_TYPE, PrometheusBridge, scrape
 
-from toolkit import PluginManager, WebSocketApp
+from toolkit import Plugin, PluginManager, WebSocketApp
 
-from ._chat import OUTBOX_BYTES, SUBPROTOCOL, Chat, Room, chat_messages
+from ._chat import OUTBOX_BYTES, SUBPROTOCOL, Chat, Room, RoomRelay, chat_messages
 
 __all__ = [
     "CHAT_PATH",
+    "CONFIG_VARIABLE",
     "CONNECTIONS_PER_PERSON",
     "MAX_MESSAGE_BYTES",
     "NAMES",
     "STATIC",
     "TOKEN_PREFIX",
     "TOKEN_SOURCES",
+    "app_from_environment",
     "asyncapi_document",
     "create_app",
     "demo_tokens",
@@ -49,7 +62,8 @@ STATIC: Final = Path(__file__).parent / "static"
 NAMES: Final = ("alice", "bob", "carol")
 #: Inbound messages over this many UTF-8 bytes close the connection (1009) before anything parses them.
 MAX_MESSAGE_BYTES: Final = 4096
-#: How many connections one person (one authenticated name) may have open at once: tabs, devices.
+#: How many connections one person (one authenticated name) may have open at once: tabs, devices; with
+#: ``--redis``, on all the workers together.
 CONNECTIONS_PER_PERSON: Final = 10
 #: The chat's WebSocket path.
 CHAT_PATH: Final = "/ws"
@@ -57,6 +71,9 @@ CHAT_PATH: Final = "/ws"
 TOKEN_PREFIX: Final = "bearer."  # noqa: S105 - a prefix, not a secret
 #: Where the chat's gate looks for the token: only the subprotocol.
 TOKEN_SOURCES: Final = (Subprotocol(TOKEN_PREFIX),)
+#: With ``--workers``, each worker process builds its app from this environment variable (JSON: the
+#: tokens, origins and Redis URL the parent chose), so the tokens printed at start work on every worker.
+CONFIG_VARIABLE: Final = "TOOLKIT_DEMO_CONFIG"
 
 # The page may talk only to this server, and nothing may frame it.
 _PAGE_HEADERS: Final = {
@@ -108,7 +125,7 @@ def asyncapi_document(servers: Iterable[str] = ()) -> dict[str, Any]:
     named = {re.sub(r"[^A-Za-z0-9_-]", "-", urlsplit(url).netloc): url for url in servers}
     return asyncapi(
         "ws-toolkit demo chat",
-        "2.0.0",
+        "2.1.0",
         {CHAT_PATH: chat_messages},
         servers=named,
         description=f"Join the room, then say things. Connect with the subprotocols `{SUBPROTOCOL}` and "
@@ -124,19 +141,51 @@ def create_app(
     burst: int = 10,
     outbox_bytes: int = OUTBOX_BYTES,
     connections_per_person: int = CONNECTIONS_PER_PERSON,
+    redis_url: str | None = None,
 ) -> Starlette:
     """The demo app: ``/`` the page, ``/static/...`` its files, ``/ws`` the chat, ``/asyncapi.json`` its description,
     ``/metrics`` the chat's metrics in Prometheus' text format (summed over workers in multiprocess mode).
 
     ``tokens`` maps each token to the name of the person it lets in (see :func:`demo_tokens`);
-    ``origins`` lists the pages allowed to connect (see :func:`local_origins`). Each connection
-    may send ``burst`` messages at once, then ``rate`` per second, and may fall ``outbox_bytes``
-    bytes of messages behind before it is disconnected (who is in the room is merged, and never
-    counts against it). One person may have ``connections_per_person``
-    connections open at once; the next is denied with 429 "too many connections".
+    ``origins`` lists the pages allowed to connect (see :func:`local_origins`). Each person may
+    send ``burst`` messages at once, then ``rate`` per second (whichever of their connections sends
+    them). Each connection may fall ``outbox_bytes`` bytes of messages behind before it is
+    disconnected (who is in the room is merged, and never counts against it). One person may have
+    ``connections_per_person`` connections open at once; the next is denied with 429 "too many
+    connections".
+
+    Without ``redis_url`` everything lives in this process. With it, the rate limit and the
+    connection cap count in Redis (``SharedRateLimit``, ``SharedConnectionLimit``) and the room is
+    relayed through Redis (:class:`~toolkit_demo.RoomRelay`), so any number of workers (processes or
+    hosts) serve one chat; the app's lifespan connects to Redis (run it with lifespan on).
     """
     origins = list(origins)  # used twice
     auth = AuthGate(StaticTokens(dict(tokens)), sources=TOKEN_SOURCES)
+
+    room = Room(outbox_bytes)
+    rate_limit: Plugin
+    connection_limit: Plugin
+    lifespan = None
+    if redis_url is None:
+        rate_limit = RateLimit(rate, burst, key=auth.principal)
+        connection_limit = ConnectionLimit(max_per_key=connections_per_person, key=auth.principal)
+    else:
+        import coredis  # noqa: PLC0415 - the redis extra, only for --redis
+
+        client = coredis.Redis.from_url(redis_url)
+        store = RedisStore(client, prefix="toolkit-demo:limits:")
+        rate_limit = SharedRateLimit(rate, burst, store=store, key=auth.principal)
+        connection_limit = SharedConnectionLimit(max_per_key=connections_per_person, store=store, key=auth.principal)
+        broadcast = Broadcast(RedisBackend(redis_url, prefix="toolkit-demo:broadcast:"))
+        relay = RoomRelay(room, broadcast)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncGenerator[None]:
+            async with client, store, broadcast, anyio.create_task_group() as tasks:
+                await tasks.start(relay.run)
+                yield
+                tasks.cancel_scope.cancel()
+
     # Metrics through OpenTelemetry into prometheus-client (docs/observability.md, "Prometheus"); each
     # worker exports every 5 s, and a scrape exports its own worker's first.
     bridge = PrometheusBridge()
@@ -147,17 +196,17 @@ def create_app(
     # connection log parses JSON payloads at DEBUG, 130-150 ms of CPU for a 0.9 MiB array).
     plugins = PluginManager(
         chat_messages,  # trylast: validates what the endpoint gets, after the limits
-        RateLimit(rate, burst),
+        rate_limit,  # tryfirst on ws_receive, by the name the token gave
         auth,
         OriginGate(origins),  # registered after the gate, so it runs first
         # trylast on ws_accept: counts only connections the gates let in, by the name the token gave.
-        ConnectionLimit(max_per_key=connections_per_person, key=auth.principal),
+        connection_limit,
         ConnectionLogger(),  # trylast on ws_send, first registered of those: logs what crosses the wire
         telemetry,
         MessageSizeLimit(MAX_MESSAGE_BYTES),  # registered last: first on ws_receive
     )
     telemetry.time_hooks(plugins)
-    chat = WebSocketApp(Chat(Room(outbox_bytes), auth), plugins=plugins)
+    chat = WebSocketApp(Chat(room, auth), plugins=plugins)
     # The servers are the origins the page is served from, as WebSocket URLs: never the request's Host.
     servers = [re.sub(r"^http", "ws", origin) for origin in origins]
     document = json.dumps(asyncapi_document(servers), separators=(",", ":")).encode("utf-8")
@@ -176,8 +225,16 @@ def create_app(
             Route("/metrics", metrics),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
             WebSocketRoute(CHAT_PATH, chat),
-        ]
+        ],
+        lifespan=lifespan,
     )
+
+
+def app_from_environment() -> Starlette:
+    """The app of one worker of ``python -m toolkit_demo --workers N``: :func:`create_app` with the
+    tokens, origins and Redis URL the parent put in :data:`CONFIG_VARIABLE`."""
+    config = json.loads(os.environ[CONFIG_VARIABLE])
+    return create_app(config["tokens"], config["origins"], redis_url=config["redis"])
 
 
 async def _page(request: Request) -> FileResponse:

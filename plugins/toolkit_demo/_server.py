@@ -11,6 +11,10 @@ uvicorn's defaults are made for any app; the demo knows better what it accepts:
   reading is given up on;
 - Ctrl+C closes every chat connection with 1001 "going away", then stops within
   :data:`SHUTDOWN_SECONDS` even if a client never answers.
+
+With ``--workers N``, uvicorn's supervisor starts each worker with the same configuration (an import
+string, :func:`worker_app`, whose app is bounded by the same :class:`toolkit_limits.SendTimeouts`); its
+workers run uvicorn's own server, so their shutdown is uvicorn's: 1012 (service restart), no 1001.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from toolkit import CloseCode, WebSocket, WebSocketApp, WebSocketDisconnect, WebSocketDisconnected
 
-from ._app import MAX_MESSAGE_BYTES
+from ._app import MAX_MESSAGE_BYTES, app_from_environment
 
 __all__ = [
     "CLOSE_SECONDS",
@@ -43,6 +47,7 @@ __all__ = [
     "HandshakeDeadline",
     "going_away",
     "server_config",
+    "worker_app",
 ]
 
 #: The largest frame the server accepts, compressed or not: a few times the demo's 4 KiB message limit,
@@ -153,10 +158,24 @@ class DemoServer(uvicorn.Server):
                 transport.abort()
 
 
+def _bounded(app: Any) -> SendTimeouts:
+    return SendTimeouts(app, send=SEND_SECONDS, close=CLOSE_SECONDS)
+
+
+def worker_app() -> SendTimeouts:
+    """The app of one worker of ``python -m toolkit_demo --workers N`` (uvicorn's ``factory``): the demo
+    built from :data:`~toolkit_demo.CONFIG_VARIABLE`, its sends bounded as :func:`server_config` bounds them."""
+    return _bounded(app_from_environment())
+
+
 def server_config(app: Any, **config: Any) -> uvicorn.Config:
-    """uvicorn's configuration for the demo: its limits, bounded sends, websockets-sansio. ``config`` adds to it."""
+    """uvicorn's configuration for the demo: its limits, bounded sends, websockets-sansio, lifespan off.
+
+    ``config`` adds to it (or replaces ``lifespan``). An import string for ``app`` (uvicorn's workers load
+    the app themselves) is passed as is: :func:`worker_app` bounds the sends of the app it makes.
+    """
     return uvicorn.Config(
-        SendTimeouts(app, send=SEND_SECONDS, close=CLOSE_SECONDS),
+        app if isinstance(app, str) else _bounded(app),
         http=HandshakeDeadline,
         ws="websockets-sansio",
         ws_max_size=WS_MAX_SIZE,
@@ -164,6 +183,5 @@ def server_config(app: Any, **config: Any) -> uvicorn.Config:
         ws_ping_timeout=PING_TIMEOUT,
         limit_concurrency=MAX_CONNECTIONS,
         timeout_graceful_shutdown=SHUTDOWN_SECONDS,
-        lifespan="off",
-        **config,
+        **{"lifespan": "off", **config},
     )

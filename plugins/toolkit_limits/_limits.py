@@ -30,11 +30,16 @@ from toolkit import (
 )
 
 __all__ = [
+    "RATE_LIMITED",
+    "TOO_MANY",
     "ConnectionLimit",
+    "Counts",
+    "KeyedBuckets",
     "MessageSizeLimit",
     "OutboundSizeLimit",
     "RateLimit",
     "client_host",
+    "positive_int",
 ]
 
 #: Where :class:`OutboundSizeLimit` reports an app that sent too much (sizes only, never content).
@@ -43,14 +48,14 @@ logger: Final = logging.getLogger("toolkit_limits")
 _TOO_BIG: Final = Close.of(CloseCode.MESSAGE_TOO_BIG)
 _INTERNAL_ERROR: Final = Close.of(CloseCode.INTERNAL_ERROR)
 # The closes a rate limit may send (docs/close-codes.md): policy violation (1008), or "try again later" (1013).
-_RATE_LIMITED: Final = {
+RATE_LIMITED: Final = {
     code: Close.of(code, "rate limit") for code in (CloseCode.POLICY_VIOLATION, CloseCode.TRY_AGAIN_LATER)
 }
-_TOO_MANY: Final = DenialResponse(429, "too many connections")
+TOO_MANY: Final = DenialResponse(429, "too many connections")
 _CONNECTED: Final = WebSocketState.CONNECTED
 
 
-def _positive_int(name: str, value: object) -> int:
+def positive_int(name: str, value: object) -> int:
     if type(value) is not int:  # bool is an int subclass: refused too
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
@@ -90,7 +95,7 @@ class MessageSizeLimit(toolkit.Plugin):
 
     def __init__(self, max_bytes: int) -> None:
         #: The largest message that passes, in bytes.
-        self.max_bytes: Final = _positive_int("max_bytes", max_bytes)
+        self.max_bytes: Final = positive_int("max_bytes", max_bytes)
         # Text of at most this many code points fits whatever it holds (4 bytes each at most).
         self._quarter: Final = max_bytes >> 2
 
@@ -123,7 +128,7 @@ class OutboundSizeLimit(toolkit.Plugin):
 
     def __init__(self, max_bytes: int) -> None:
         #: The largest message that may be sent, in bytes.
-        self.max_bytes: Final = _positive_int("max_bytes", max_bytes)
+        self.max_bytes: Final = positive_int("max_bytes", max_bytes)
 
     @toolkit.hookimpl(trylast=True)
     def ws_send(self, *, websocket: WebSocket, data: str | bytes) -> MessageResult:
@@ -149,17 +154,38 @@ class RateLimit(toolkit.Plugin):
     "try again later") and reason "rate limit". Messages count, not bytes:
     combine with :class:`MessageSizeLimit` to bound bytes per second.
 
+    ``key(websocket)`` shares one bucket between connections: ``None`` (the
+    default) gives each connection its own; :func:`client_host` one per client
+    address; a function returning the authenticated principal one per person.
+    A key function that returns ``None`` for a connection gives that one its own
+    bucket. Keyed buckets outlive their connections until they are full again,
+    so reconnecting does not refill one. Per process: across workers, use
+    :class:`SharedRateLimit`.
+
     The hook is ``tryfirst``: a flood costs no parsing. ``clock`` (seconds,
     monotonic) is injectable for tests.
     """
 
-    __slots__ = ("_bucket", "_buckets", "_clock", "_close", "_interval", "_tolerance", "burst", "close_code", "rate")
+    __slots__ = (
+        "_bucket",
+        "_buckets",
+        "_clock",
+        "_close",
+        "_interval",
+        "_keyed",
+        "_tolerance",
+        "burst",
+        "close_code",
+        "key",
+        "rate",
+    )
 
     def __init__(
         self,
         rate: float,
         burst: int,
         *,
+        key: Callable[[WebSocket], Hashable | None] | None = None,
         close_code: int = CloseCode.POLICY_VIOLATION,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -168,16 +194,16 @@ class RateLimit(toolkit.Plugin):
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError(f"rate must be a positive, finite number of messages per second, got {rate}")
         code: object = close_code  # run-time check of untyped input: an int or a CloseCode, not a bool
-        if not isinstance(code, int) or isinstance(code, bool) or code not in _RATE_LIMITED:
-            allowed = " or ".join(f"{member:d}" for member in _RATE_LIMITED)
+        if not isinstance(code, int) or isinstance(code, bool) or code not in RATE_LIMITED:
+            allowed = " or ".join(f"{member:d}" for member in RATE_LIMITED)
             raise ValueError(f"close_code must be {allowed}, got {close_code!r}")
         #: Tokens added per second.
         self.rate: Final = float(rate)
         #: Bucket size: how many messages may arrive at once.
-        self.burst: Final = _positive_int("burst", burst)
+        self.burst: Final = positive_int("burst", burst)
         #: The close code sent when the bucket is empty.
         self.close_code: Final = CloseCode(close_code)
-        self._close: Final = _RATE_LIMITED[self.close_code]
+        self._close: Final = RATE_LIMITED[self.close_code]
         self._clock: Final = clock
         # The bucket is kept as its equivalent in time (GCRA, "virtual scheduling"): per connection,
         # the instant at which the bucket will be full again. One small object per connection, in
@@ -190,6 +216,11 @@ class RateLimit(toolkit.Plugin):
         # Per instance: two rate limits on one manager (a burst and a sustained one) keep two buckets.
         self._bucket: Final = StateKey[_Bucket]("toolkit_limits.RateLimit")
         self._buckets = 0
+        #: Names the bucket a connection takes from; None: one bucket per connection.
+        self.key: Final = key
+        # Keyed buckets, shared by the connections with the same key. A connection holds its key's
+        # bucket in its plugin state like a bucket of its own, so the per-message path is the same.
+        self._keyed: Final = KeyedBuckets(self._interval) if key is not None else None
 
     @property
     def connections(self) -> int:
@@ -205,9 +236,13 @@ class RateLimit(toolkit.Plugin):
             # after its ws_close: never start a bucket ws_close would not count out.
             if websocket.application_state is not _CONNECTED:
                 return None
-            websocket.plugin_state[self._bucket] = _Bucket(now + self._interval)
             self._buckets += 1
-            return None
+            keyed, key = self._keyed, self.key
+            name = None if keyed is None or key is None else key(websocket)
+            if keyed is None or name is None:
+                websocket.plugin_state[self._bucket] = _Bucket(now + self._interval)
+                return None
+            bucket = websocket.plugin_state[self._bucket] = keyed.hold(name, now)
         due = bucket.due
         if due < now:
             due = now
@@ -217,18 +252,59 @@ class RateLimit(toolkit.Plugin):
         return None
 
     def ws_close(self, *, websocket: WebSocket, code: int, reason: str, closed_by: ClosedBy) -> None:
-        if websocket.plugin_state.pop(self._bucket) is not None:
+        bucket = websocket.plugin_state.pop(self._bucket)
+        if bucket is not None:
             self._buckets -= 1
+            if bucket.holders:
+                bucket.holders -= 1
 
 
 @final
 class _Bucket:
-    """A :class:`RateLimit`'s bucket on one connection: the instant at which it is full again."""
+    """A rate bucket, as the instant at which it is full again; ``holders``: connections sharing it by key."""
 
-    __slots__ = ("due",)
+    __slots__ = ("due", "holders")
 
-    def __init__(self, due: float) -> None:
+    def __init__(self, due: float, holders: int = 0) -> None:
         self.due = due
+        self.holders = holders
+
+
+@final
+class KeyedBuckets:
+    """Rate buckets by key, in one process: :class:`RateLimit` with a key, and the local fallback of
+    :class:`SharedRateLimit`. A bucket no connection holds is forgotten once it is full again (swept when
+    the table has doubled since the last sweep), so memory follows the keys in use."""
+
+    __slots__ = ("_buckets", "_interval", "_sweep_at")
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._buckets: dict[Hashable, _Bucket] = {}
+        self._sweep_at = 64
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def hold(self, key: Hashable, now: float) -> _Bucket:
+        """The bucket for ``key`` (full if new), with one more connection holding it."""
+        bucket = self.bucket(key, now)
+        bucket.holders += 1
+        return bucket
+
+    def bucket(self, key: Hashable, now: float) -> _Bucket:
+        """The bucket for ``key``, made full if new."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self._sweep_at:
+                self.sweep(now)
+            bucket = self._buckets[key] = _Bucket(now)
+        return bucket
+
+    def sweep(self, now: float) -> None:
+        """Forget the buckets that no connection holds and that are full again."""
+        self._buckets = {key: b for key, b in self._buckets.items() if b.holders or b.due > now}
+        self._sweep_at = max(64, 2 * len(self._buckets))
 
 
 def client_host(websocket: WebSocket) -> str | None:
@@ -265,10 +341,11 @@ class ConnectionLimit(toolkit.Plugin):
     count happen with no await in between.
 
     Counts are per instance and per process: register one instance with several
-    apps to share a cap between them; with N server workers the effective cap is N times larger.
+    apps to share a cap between them; with N server workers the effective cap is N times larger
+    (:class:`SharedConnectionLimit` counts across workers).
     """
 
-    __slots__ = ("_held", "_per_key", "_total", "key", "max_per_key", "max_total")
+    __slots__ = ("_counts", "_held", "key", "max_per_key", "max_total")
 
     def __init__(
         self,
@@ -281,14 +358,13 @@ class ConnectionLimit(toolkit.Plugin):
         if max_per_key is None and key is not client_host:
             raise ValueError("key is only used with max_per_key")
         #: The cap on connections in all, or None.
-        self.max_total: Final = None if max_total is None else _positive_int("max_total", max_total)
+        self.max_total: Final = None if max_total is None else positive_int("max_total", max_total)
         #: The cap on connections per key, or None.
-        self.max_per_key: Final = None if max_per_key is None else _positive_int("max_per_key", max_per_key)
+        self.max_per_key: Final = None if max_per_key is None else positive_int("max_per_key", max_per_key)
         #: Names the client a connection counts against.
         self.key: Final = key
         # Aggregates across connections: the counts.
-        self._total = 0
-        self._per_key: dict[Hashable, int] = {}
+        self._counts: Final = Counts(self.max_total, self.max_per_key)
         # On each counted connection, in its plugin state: the key it counts against (None: not
         # counted per key). Per instance: a global cap and a per-user cap may share one manager.
         self._held: Final = StateKey[Hashable | None]("toolkit_limits.ConnectionLimit")
@@ -296,11 +372,11 @@ class ConnectionLimit(toolkit.Plugin):
     @property
     def total(self) -> int:
         """Connections counted now."""
-        return self._total
+        return self._counts.total
 
     def count(self, key: Hashable) -> int:
         """Connections counted now for ``key`` (0 when per-key counting is off)."""
-        return self._per_key.get(key, 0)
+        return self._counts.count(key)
 
     @toolkit.hookimpl(trylast=True)
     def ws_accept(self, *, websocket: WebSocket, accept: Accept) -> DenialResponse | None:
@@ -308,16 +384,10 @@ class ConnectionLimit(toolkit.Plugin):
         state = websocket.plugin_state
         if self._held in state:
             return None
-        key = None
-        if self.max_per_key is not None:
-            key = self.key(websocket)
-            if key is not None and self._per_key.get(key, 0) >= self.max_per_key:
-                return _TOO_MANY
-        if self.max_total is not None and self._total >= self.max_total:
-            return _TOO_MANY
-        self._total += 1
-        if key is not None:
-            self._per_key[key] = self._per_key.get(key, 0) + 1
+        key = self.key(websocket) if self.max_per_key is not None else None
+        if self._counts.over(key):
+            return TOO_MANY
+        self._counts.add(key)
         state[self._held] = key
         return None
 
@@ -325,9 +395,39 @@ class ConnectionLimit(toolkit.Plugin):
         state = websocket.plugin_state
         if self._held not in state:
             return
-        key = state.pop(self._held)
-        self._total -= 1
-        if key is not None:
+        self._counts.remove(state.pop(self._held))
+
+
+@final
+class Counts:
+    """Connections counted in one process, in all and per key: :class:`ConnectionLimit`'s, and the local
+    fallback of :class:`SharedConnectionLimit`. A key of ``None`` counts in the total only."""
+
+    __slots__ = ("_per_key", "max_per_key", "max_total", "total")
+
+    def __init__(self, max_total: int | None, max_per_key: int | None) -> None:
+        self.max_total = max_total
+        self.max_per_key = max_per_key
+        self.total = 0
+        self._per_key: dict[Hashable, int] = {}
+
+    def count(self, key: Hashable) -> int:
+        return self._per_key.get(key, 0)
+
+    def over(self, key: Hashable | None) -> bool:
+        """Whether one more connection for ``key`` would be over a cap."""
+        if key is not None and self.max_per_key is not None and self._per_key.get(key, 0) >= self.max_per_key:
+            return True
+        return self.max_total is not None and self.total >= self.max_total
+
+    def add(self, key: Hashable | None) -> None:
+        self.total += 1
+        if key is not None and self.max_per_key is not None:
+            self._per_key[key] = self._per_key.get(key, 0) + 1
+
+    def remove(self, key: Hashable | None) -> None:
+        self.total -= 1
+        if key is not None and self.max_per_key is not None:
             left = self._per_key[key] - 1
             if left:
                 self._per_key[key] = left

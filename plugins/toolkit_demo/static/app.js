@@ -140,6 +140,9 @@ function handle(message) {
     case "members":
       membersChanged(message.members);
       break;
+    case "missed":
+      addLine("notice", [["span", "text", message.count === null ? "Some messages were lost." : `${message.count} message(s) were lost.`]]);
+      break;
     case "error":
       showError(describeError(message));
       if (!$("text").value) $("text").value = lastText;

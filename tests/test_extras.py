@@ -21,6 +21,8 @@ CASES = [
     ("import toolkit_demo", ("pydantic",), "demo"),
     ("import runpy; runpy.run_module('toolkit_demo', run_name='__main__')", ("uvicorn",), "demo"),
     ("from toolkit_pytest import connect", ("anyio",), "testing"),
+    # The demo across workers (--redis): coredis, imported only when create_app is given a Redis URL.
+    ("import toolkit_demo; toolkit_demo.create_app({}, [], redis_url='redis://127.0.0.1:1/0')", ("coredis",), "redis"),
     # toolkit_limits imports without anyio; only its SendTimeouts middleware needs it, when made.
     ("import toolkit_limits; toolkit_limits.SendTimeouts(None, send=1)", ("anyio",), "limits"),
 ]

@@ -170,7 +170,13 @@ def create_app(
         rate_limit = RateLimit(rate, burst, key=auth.principal)
         connection_limit = ConnectionLimit(max_per_key=connections_per_person, key=auth.principal)
     else:
-        import coredis  # noqa: PLC0415 - the redis extra, only for --redis
+        try:
+            import coredis  # noqa: PLC0415 - the redis extra, only for --redis
+        except ModuleNotFoundError as missing:
+            raise ModuleNotFoundError(
+                f"create_app(redis_url) needs {missing.name}, from the redis extra: pip install 'ws-toolkit[redis]'",
+                name=missing.name,
+            ) from missing
 
         client = coredis.Redis.from_url(redis_url)
         store = RedisStore(client, prefix="toolkit-demo:limits:")

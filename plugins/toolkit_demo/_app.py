@@ -45,6 +45,7 @@ __all__ = [
     "CONNECTIONS_PER_PERSON",
     "MAX_MESSAGE_BYTES",
     "NAMES",
+    "REDIS_DEADLINE",
     "STATIC",
     "TOKEN_PREFIX",
     "TOKEN_SOURCES",
@@ -65,6 +66,9 @@ MAX_MESSAGE_BYTES: Final = 4096
 #: How many connections one person (one authenticated name) may have open at once: tabs, devices; with
 #: ``--redis``, on all the workers together.
 CONNECTIONS_PER_PERSON: Final = 10
+#: Seconds each Redis call may take with ``--redis`` (the libraries' default is 0.05): a demo often runs
+#: on a laptop or a small CI box next to its workers, its Redis and its tests, where 50 ms stalls happen.
+REDIS_DEADLINE: Final = 0.25
 #: The chat's WebSocket path.
 CHAT_PATH: Final = "/ws"
 #: The prefix of the subprotocol that carries the token: the page offers ``["chat.v1", "bearer.<token>"]``.
@@ -179,10 +183,10 @@ def create_app(
             ) from missing
 
         client = coredis.Redis.from_url(redis_url)
-        store = RedisStore(client, prefix="toolkit-demo:limits:")
+        store = RedisStore(client, prefix="toolkit-demo:limits:", deadline=REDIS_DEADLINE)
         rate_limit = SharedRateLimit(rate, burst, store=store, key=auth.principal)
         connection_limit = SharedConnectionLimit(max_per_key=connections_per_person, store=store, key=auth.principal)
-        broadcast = Broadcast(RedisBackend(redis_url, prefix="toolkit-demo:broadcast:"))
+        broadcast = Broadcast(RedisBackend(redis_url, prefix="toolkit-demo:broadcast:", deadline=REDIS_DEADLINE))
         relay = RoomRelay(room, broadcast)
 
         @contextlib.asynccontextmanager

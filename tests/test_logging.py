@@ -687,6 +687,25 @@ async def test_deep_or_huge_json_is_handled_without_error(debug: Capture) -> Non
     assert '"[...]"' in records[1].ws_payload
 
 
+async def test_json_over_64_kib_is_not_parsed(debug: Capture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the log does with a big message does not depend on a size limit running first."""
+    parsed: list[int] = []
+    real_loads = json.loads
+
+    def counting_loads(text: str | bytes, **kwargs: Any) -> Any:
+        parsed.append(len(text))
+        return real_loads(text, **kwargs)
+
+    monkeypatch.setattr(json, "loads", counting_loads)
+    small = json.dumps({"items": list(range(100))})
+    big = json.dumps({"items": list(range(20_000)), "password": "SECRET"})  # ~120 KiB, the secret at the end
+    assert len(big) > 64 * 1024
+    records = await payloads(debug, text(small), text(big), max_payload=50)
+    assert parsed == [len(small)]  # the big one was never parsed (before: 1 MiB was, ~130 ms for 0.9 MiB)
+    assert records[1].ws_payload == big[:50] + "..."  # shown as other text, cut before the secret
+    assert records[1].ws_size == len(big)
+
+
 async def test_outbound_payloads_are_redacted_too(debug: Capture) -> None:
     async def endpoint(websocket: WebSocket) -> None:
         await websocket.accept()

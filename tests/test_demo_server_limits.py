@@ -108,8 +108,9 @@ async def test_shutdown_says_going_away_and_ends_despite_a_client_that_never_rea
                 await read_until_closed(reader)
             assert closed.value.rcvd is not None
             assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "going away")
-            await wait_until(lambda: not server.running, 5, "the server to stop")
-            assert time.monotonic() - started < 1 + 2 + 1  # the goodbye's 2 s, the graceful 1 s, slack
+            # Bounded by the goodbye's 2 s and the graceful 1 s (plus slack for a busy machine); before, it hung.
+            await wait_until(lambda: not server.running, 8, "the server to stop")
+            assert time.monotonic() - started < 2 + 1 + 5
         stuck.close()
 
 
